@@ -1,0 +1,159 @@
+//! Session identifiers.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::sync::OnceLock;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::rand::{SecureRandom, SystemRandom};
+
+/// The longest id sesame accepts, in bytes.
+///
+/// express-session's ids are 32 characters; custom `genid` functions produce UUIDs (36) or other
+/// short strings. The bound keeps a forged cookie from making us carry (and send to the store)
+/// arbitrarily large keys.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Bytes of randomness in a generated id: 192 bits, as express-session's `uid-safe(24)`.
+const GENERATED_ID_BYTES: usize = 24;
+
+/// The identifier of a session: the key of its record in the store and the payload of its cookie.
+///
+/// Generated ids carry 192 bits from the operating system's CSPRNG, encoded as 32 characters of
+/// base64url, the same shape as express-session's ids. Ids that come from elsewhere (a custom
+/// generator, or a cookie set by an Express app) are accepted when they are 1 to
+/// [`MAX_ID_LEN`] bytes of visible ASCII, which is what a cookie value can carry.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(Box<str>);
+
+impl SessionId {
+    /// Generates a new random id (192 bits from the system CSPRNG, base64url without padding).
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; GENERATED_ID_BYTES];
+        system_random()
+            .fill(&mut bytes)
+            // ring's SystemRandom only fails when the OS has no entropy source at all (getrandom
+            // unavailable); continuing with predictable ids would be a security hole, so this is
+            // the one place sesame refuses to go on.
+            .expect("the operating system's random number generator failed");
+        Self(URL_SAFE_NO_PAD.encode(bytes).into_boxed_str())
+    }
+
+    /// Accepts an id produced elsewhere (a custom generator, an Express app), checking its shape.
+    pub fn parse(id: &str) -> Result<Self, InvalidSessionId> {
+        if is_valid_id(id) {
+            Ok(Self(id.into()))
+        } else {
+            Err(InvalidSessionId { len: id.len() })
+        }
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Whether `id` has the shape of a session id: 1 to [`MAX_ID_LEN`] bytes of visible ASCII
+/// (`!` to `~`), excluding the characters a cookie value cannot hold unencoded.
+fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b',' | b';' | b'\\'))
+}
+
+fn system_random() -> &'static SystemRandom {
+    static RNG: OnceLock<SystemRandom> = OnceLock::new();
+    RNG.get_or_init(SystemRandom::new)
+}
+
+/// A random secret of 256 bits, base64url-encoded: for development servers that were started
+/// without a configured secret (their sessions end with the process).
+pub fn random_secret() -> String {
+    let mut bytes = [0u8; 32];
+    system_random()
+        .fill(&mut bytes)
+        .expect("the operating system's random number generator failed");
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for SessionId {
+    /// Ids are bearer credentials: debug output shows only a prefix, so logs do not leak them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let prefix: String = self.0.chars().take(4).collect();
+        write!(f, "SessionId({prefix}…)")
+    }
+}
+
+impl AsRef<str> for SessionId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for SessionId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for SessionId {
+    type Err = InvalidSessionId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+/// A string that cannot be a session id (empty, too long, or holding characters a cookie value
+/// cannot carry).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid session id ({len} bytes): ids are 1 to {MAX_ID_LEN} bytes of visible ASCII")]
+pub struct InvalidSessionId {
+    len: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_have_express_shape_and_differ() {
+        let a = SessionId::generate();
+        let b = SessionId::generate();
+        assert_eq!(a.as_str().len(), 32);
+        assert_ne!(a, b);
+        assert!(
+            a.as_str()
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        );
+        assert_eq!(SessionId::parse(a.as_str()), Ok(a));
+    }
+
+    #[test]
+    fn parse_rejects_bad_shapes() {
+        assert!(SessionId::parse("").is_err());
+        assert!(SessionId::parse(&"a".repeat(MAX_ID_LEN + 1)).is_err());
+        assert!(SessionId::parse("has space").is_err());
+        assert!(SessionId::parse("semi;colon").is_err());
+        assert!(SessionId::parse("ünïcode").is_err());
+        assert!(SessionId::parse("550e8400-e29b-41d4-a716-446655440000").is_ok());
+        assert!(SessionId::parse(&"a".repeat(MAX_ID_LEN)).is_ok());
+    }
+
+    #[test]
+    fn debug_does_not_leak_the_id() {
+        let id = SessionId::parse("abcdefghijklmnop").unwrap();
+        assert_eq!(format!("{id:?}"), "SessionId(abcd…)");
+    }
+}

@@ -1,0 +1,43 @@
+//! Core types of [sesame](https://crates.io/crates/axum-sesame), express-session for axum.
+//!
+//! This crate has no web framework in it. It holds what every part of sesame shares:
+//!
+//! - [`SessionId`]: the random id of a session;
+//! - [`Record`] and [`CookieState`]: a session as express-session stores it (its data plus a
+//!   `cookie` object), so a Node app and a Rust app can share a store;
+//! - [`CookieOptions`]: the session cookie's attributes, with express-session's defaults;
+//! - [`SessionStore`]: the contract every store implements, and [`DynStore`] to choose one at run
+//!   time;
+//! - [`KeyRing`]: signing of cookie values with secret rotation, in express-session's format;
+//! - [`Error`]: what a store can fail with, by meaning, with the backend's error kept as source.
+//!
+//! Applications depend on `axum-sesame`; store authors depend on this crate and test their store
+//! with `sesame-conformance`.
+#![forbid(unsafe_code)]
+
+mod cookie;
+mod error;
+mod id;
+mod keys;
+mod record;
+mod store;
+
+pub use cookie::{CookieOptions, Expiry, Priority, SameSite, SameSitePolicy, Secure};
+pub use error::{BoxError, Error, Result};
+pub use id::{InvalidSessionId, MAX_ID_LEN, SessionId, random_secret};
+pub use keys::{
+    KeyRing, KeyRingError, MAX_COOKIE_VALUE_LEN, decode_uri_component, encode_uri_component,
+};
+pub use record::{COOKIE_KEY, CookieState, Record};
+pub use store::{Capabilities, DynStore, SessionStore};
+
+/// The current time, truncated to milliseconds as JavaScript's `Date` holds it, so that a record
+/// reads back equal after a round trip through express-session's JSON.
+pub fn now() -> time::OffsetDateTime {
+    let now = time::OffsetDateTime::now_utc();
+    now.replace_nanosecond(now.nanosecond() / 1_000_000 * 1_000_000)
+        .unwrap_or(now)
+}
+
+/// Re-export of the `time` crate, whose `OffsetDateTime` appears in sesame's API.
+pub use time;

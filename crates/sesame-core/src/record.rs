@@ -1,0 +1,477 @@
+//! The stored form of a session: express-session's JSON record.
+
+use std::time::Duration;
+
+use serde::de::Error as _;
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+
+use crate::Error;
+use crate::cookie::{Priority, SameSite};
+
+/// The key under which express-session keeps the cookie state inside a record. Session data may
+/// not use it.
+pub const COOKIE_KEY: &str = "cookie";
+
+/// What a store keeps for one session: the session's data plus the state of its cookie.
+///
+/// It serializes to the JSON object express-session stores, so a Node app and a sesame app can
+/// share one store:
+///
+/// ```
+/// # use sesame_core::{Record, CookieState};
+/// let mut record = Record::new(CookieState::default());
+/// record.data_mut().insert("views".into(), 3.into());
+/// let json = record.to_json().unwrap();
+/// assert_eq!(
+///     json,
+///     r#"{"views":3,"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"}}"#
+/// );
+/// assert_eq!(Record::from_json(json.as_bytes()).unwrap(), record);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Record {
+    data: Map<String, Value>,
+    cookie: CookieState,
+}
+
+impl Record {
+    /// A record with no data and the given cookie state.
+    pub fn new(cookie: CookieState) -> Self {
+        Self {
+            data: Map::new(),
+            cookie,
+        }
+    }
+
+    /// A record from data and cookie state. A `"cookie"` key in `data` is dropped: that key
+    /// belongs to the cookie state in express-session's format.
+    pub fn from_parts(mut data: Map<String, Value>, cookie: CookieState) -> Self {
+        data.remove(COOKIE_KEY);
+        Self { data, cookie }
+    }
+
+    /// The session's data: every key except `cookie`.
+    pub fn data(&self) -> &Map<String, Value> {
+        &self.data
+    }
+
+    /// Mutable access to the session's data. Callers must not insert a `cookie` key; it would be
+    /// shadowed by the cookie state when serialized.
+    pub fn data_mut(&mut self) -> &mut Map<String, Value> {
+        &mut self.data
+    }
+
+    /// The cookie state kept with the record.
+    pub fn cookie(&self) -> &CookieState {
+        &self.cookie
+    }
+
+    /// Mutable access to the cookie state.
+    pub fn cookie_mut(&mut self) -> &mut CookieState {
+        &mut self.cookie
+    }
+
+    /// Splits the record into its data and cookie state.
+    pub fn into_parts(self) -> (Map<String, Value>, CookieState) {
+        (self.data, self.cookie)
+    }
+
+    /// When the record expires: its cookie's `expires`, or `now + default_ttl` for a browser-session
+    /// cookie (the rule of connect-redis and connect-pg-simple).
+    pub fn expiry(&self, now: OffsetDateTime, default_ttl: Duration) -> OffsetDateTime {
+        self.cookie.expires.unwrap_or_else(|| now + default_ttl)
+    }
+
+    /// The time the record has left, or `None` when it has already expired (a store then deletes
+    /// it rather than writing it).
+    pub fn time_to_live(&self, now: OffsetDateTime, default_ttl: Duration) -> Option<Duration> {
+        let left = self.expiry(now, default_ttl) - now;
+        if left.is_positive() {
+            Duration::try_from(left).ok()
+        } else {
+            None
+        }
+    }
+
+    /// Whether the record's cookie has expired at `now`. A record without `expires` never expires
+    /// by itself; stores bound it with their default time to live.
+    pub fn is_expired(&self, now: OffsetDateTime) -> bool {
+        self.cookie.expires.is_some_and(|expires| expires <= now)
+    }
+
+    /// Serializes to express-session's JSON.
+    pub fn to_json(&self) -> Result<String, Error> {
+        serde_json::to_string(self).map_err(Error::encode)
+    }
+
+    /// Serializes to express-session's JSON as bytes.
+    pub fn to_json_vec(&self) -> Result<Vec<u8>, Error> {
+        serde_json::to_vec(self).map_err(Error::encode)
+    }
+
+    /// Serializes to a JSON value (for stores that keep documents, such as MongoDB or jsonb).
+    pub fn to_value(&self) -> Result<Value, Error> {
+        serde_json::to_value(self).map_err(Error::encode)
+    }
+
+    /// Parses express-session's JSON. Anything that is not a JSON object with a `cookie` object is
+    /// a [`Error::Decode`].
+    pub fn from_json(json: &[u8]) -> Result<Self, Error> {
+        serde_json::from_slice(json).map_err(Error::decode)
+    }
+
+    /// Parses a JSON value holding express-session's record.
+    pub fn from_value(value: Value) -> Result<Self, Error> {
+        match value {
+            Value::Object(map) => Self::from_object(map).map_err(Error::decode),
+            other => Err(Error::decode(serde_json::Error::custom(format!(
+                "a session record is a JSON object, found {}",
+                json_kind(&other)
+            )))),
+        }
+    }
+
+    fn from_object(mut map: Map<String, Value>) -> Result<Self, serde_json::Error> {
+        let cookie = match map.remove(COOKIE_KEY) {
+            Some(cookie @ Value::Object(_)) => CookieState::deserialize(cookie)?,
+            Some(other) => {
+                return Err(serde_json::Error::custom(format!(
+                    "the record's \"cookie\" is a JSON object, found {}",
+                    json_kind(&other)
+                )));
+            }
+            None => return Err(serde_json::Error::missing_field(COOKIE_KEY)),
+        };
+        Ok(Self { data: map, cookie })
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl Serialize for Record {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.data.len() + 1))?;
+        for (key, value) in &self.data {
+            if key != COOKIE_KEY {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.serialize_entry(COOKIE_KEY, &self.cookie)?;
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Record {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let map = Map::<String, Value>::deserialize(deserializer)?;
+        Self::from_object(map).map_err(D::Error::custom)
+    }
+}
+
+/// The cookie state express-session keeps inside each record (`req.session.cookie`).
+///
+/// Field names and formats are express-session's: `originalMaxAge` in milliseconds (or `null`
+/// for a browser-session cookie), `expires` as an ISO 8601 string (or `null`), and the cookie's
+/// attributes. Fields sesame does not know are kept in [`extra`](Self::extra) and written back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct CookieState {
+    /// The max age the cookie was given, in milliseconds; `None` for a browser-session cookie.
+    #[serde(default, deserialize_with = "millis::deserialize")]
+    pub original_max_age: Option<u64>,
+    /// When the cookie (and the session) expires; `None` for a browser-session cookie.
+    #[serde(default, with = "iso8601")]
+    pub expires: Option<OffsetDateTime>,
+    /// The cookie's `Secure` attribute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure: Option<bool>,
+    /// The cookie's `HttpOnly` attribute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_only: Option<bool>,
+    /// The cookie's `Path` attribute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The cookie's `Domain` attribute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// The cookie's `SameSite` attribute.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "SameSite::deserialize_express"
+    )]
+    pub same_site: Option<SameSite>,
+    /// The cookie's `Partitioned` attribute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitioned: Option<bool>,
+    /// The cookie's `Priority` attribute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    /// Fields written by other implementations that sesame keeps as they are.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Default for CookieState {
+    /// express-session's defaults: path `/`, `HttpOnly`, a browser-session cookie.
+    fn default() -> Self {
+        Self {
+            original_max_age: None,
+            expires: None,
+            secure: None,
+            http_only: Some(true),
+            path: Some("/".to_owned()),
+            domain: None,
+            same_site: None,
+            partitioned: None,
+            priority: None,
+            extra: Map::new(),
+        }
+    }
+}
+
+impl CookieState {
+    /// Sets a max age from `now` (express's `cookie.maxAge = ms`): `expires` becomes `now + max_age`
+    /// and `originalMaxAge` the max age. `None` makes it a browser-session cookie.
+    pub fn set_max_age(&mut self, now: OffsetDateTime, max_age: Option<Duration>) {
+        match max_age {
+            Some(max_age) => {
+                self.expires = Some(now + max_age);
+                self.original_max_age = Some(saturating_millis(max_age));
+            }
+            None => {
+                self.expires = None;
+                self.original_max_age = None;
+            }
+        }
+    }
+
+    /// Sets an absolute expiry (express's `cookie.expires = date`); `originalMaxAge` becomes the
+    /// time left from `now`, as express computes it.
+    pub fn set_expires(&mut self, now: OffsetDateTime, expires: Option<OffsetDateTime>) {
+        self.expires = expires;
+        self.original_max_age = expires.map(|at| {
+            let left = at - now;
+            if left.is_positive() {
+                saturating_millis(Duration::try_from(left).unwrap_or(Duration::MAX))
+            } else {
+                0
+            }
+        });
+    }
+
+    /// The time left before `expires` (express's `cookie.maxAge` getter); zero once expired, `None`
+    /// for a browser-session cookie.
+    pub fn max_age(&self, now: OffsetDateTime) -> Option<Duration> {
+        self.expires
+            .map(|at| Duration::try_from(at - now).unwrap_or(Duration::ZERO))
+    }
+
+    /// The max age the cookie was given.
+    pub fn original_max_age(&self) -> Option<Duration> {
+        self.original_max_age.map(Duration::from_millis)
+    }
+
+    /// Restarts the expiry from `now` with the original max age (express's `session.touch()`,
+    /// which express-session runs on every request). A browser-session cookie stays one.
+    pub fn reset_expiry(&mut self, now: OffsetDateTime) {
+        if let Some(ms) = self.original_max_age {
+            self.expires = Some(now + Duration::from_millis(ms));
+        }
+    }
+}
+
+fn saturating_millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `originalMaxAge` as Node writes it: a number of milliseconds (possibly fractional, possibly
+/// negative when set from a past date) or `null`.
+mod millis {
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        let value = Option::<f64>::deserialize(d)?;
+        // Negative or fractional values come from JavaScript arithmetic; clamp and round them
+        // rather than reject a record Node considers valid.
+        Ok(value.map(|ms| {
+            if ms.is_finite() && ms > 0.0 {
+                ms.round() as u64
+            } else {
+                0
+            }
+        }))
+    }
+}
+
+/// Dates as JavaScript's `Date.prototype.toJSON` writes them: `2026-11-23T00:06:37.123Z`.
+mod iso8601 {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::format_description::well_known::Rfc3339;
+    use time::macros::format_description;
+    use time::{OffsetDateTime, UtcOffset};
+
+    pub(super) fn serialize<S: Serializer>(
+        value: &Option<OffsetDateTime>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(at) => serializer.serialize_str(&format(*at).map_err(serde::ser::Error::custom)?),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<OffsetDateTime>, D::Error> {
+        match Option::<std::borrow::Cow<'de, str>>::deserialize(d)? {
+            Some(text) => OffsetDateTime::parse(&text, &Rfc3339)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
+    }
+
+    fn format(at: OffsetDateTime) -> Result<String, time::error::Format> {
+        at.to_offset(UtcOffset::UTC).format(format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const EXPRESS_RECORD: &str = r#"{"cookie":{"originalMaxAge":86400000,"expires":"2026-11-24T00:06:37.123Z","secure":false,"httpOnly":true,"path":"/","sameSite":"lax"},"user":{"name":"ada","roles":["admin"]},"views":3}"#;
+
+    #[test]
+    fn reads_express_session_json() {
+        let record = Record::from_json(EXPRESS_RECORD.as_bytes()).unwrap();
+        assert_eq!(record.data()["views"], 3);
+        assert_eq!(record.data()["user"]["roles"][0], "admin");
+        assert!(!record.data().contains_key(COOKIE_KEY));
+        let cookie = record.cookie();
+        assert_eq!(cookie.original_max_age, Some(86_400_000));
+        assert_eq!(cookie.expires, Some(datetime!(2026-11-24 00:06:37.123 UTC)));
+        assert_eq!(cookie.secure, Some(false));
+        assert_eq!(cookie.http_only, Some(true));
+        assert_eq!(cookie.path.as_deref(), Some("/"));
+        assert_eq!(cookie.same_site, Some(SameSite::Lax));
+    }
+
+    #[test]
+    fn writes_what_it_reads() {
+        let record = Record::from_json(EXPRESS_RECORD.as_bytes()).unwrap();
+        let again = Record::from_json(record.to_json().unwrap().as_bytes()).unwrap();
+        assert_eq!(again, record);
+        let json: Value = serde_json::from_str(&record.to_json().unwrap()).unwrap();
+        assert_eq!(json["cookie"]["expires"], "2026-11-24T00:06:37.123Z");
+        assert_eq!(json["cookie"]["originalMaxAge"], 86_400_000);
+        assert_eq!(json["cookie"]["sameSite"], "lax");
+    }
+
+    #[test]
+    fn browser_session_cookie_writes_nulls_like_express() {
+        let json: Value =
+            serde_json::from_str(&Record::new(CookieState::default()).to_json().unwrap()).unwrap();
+        assert_eq!(json["cookie"]["originalMaxAge"], Value::Null);
+        assert_eq!(json["cookie"]["expires"], Value::Null);
+    }
+
+    #[test]
+    fn keeps_unknown_cookie_fields_and_node_quirks() {
+        let json =
+            r#"{"cookie":{"originalMaxAge":1500.4,"expires":null,"sameSite":true,"signed":true}}"#;
+        let record = Record::from_json(json.as_bytes()).unwrap();
+        assert_eq!(record.cookie().original_max_age, Some(1500));
+        assert_eq!(record.cookie().same_site, Some(SameSite::Strict));
+        assert_eq!(record.cookie().extra["signed"], true);
+        assert!(record.to_json().unwrap().contains(r#""signed":true"#));
+    }
+
+    #[test]
+    fn corrupt_records_are_decode_errors() {
+        for bad in [
+            "",
+            "not json",
+            "[]",
+            "42",
+            r#"{"views":1}"#,
+            r#"{"cookie":"x"}"#,
+            r#"{"cookie":{"expires":"yesterday"}}"#,
+            r#"{"cookie":{"originalMaxAge":"soon"}}"#,
+        ] {
+            let err = Record::from_json(bad.as_bytes()).unwrap_err();
+            assert!(matches!(err, Error::Decode { .. }), "{bad:?} gave {err:?}");
+        }
+        assert!(matches!(
+            Record::from_value(Value::Bool(true)),
+            Err(Error::Decode { .. })
+        ));
+    }
+
+    #[test]
+    fn expiry_and_time_to_live() {
+        let now = datetime!(2026-11-23 00:00 UTC);
+        let day = Duration::from_secs(86_400);
+        let mut record = Record::new(CookieState::default());
+        assert_eq!(record.expiry(now, day), now + day);
+        assert_eq!(record.time_to_live(now, day), Some(day));
+        record
+            .cookie_mut()
+            .set_max_age(now, Some(Duration::from_secs(60)));
+        assert_eq!(record.time_to_live(now, day), Some(Duration::from_secs(60)));
+        assert!(!record.is_expired(now));
+        assert!(record.is_expired(now + Duration::from_secs(60)));
+        assert_eq!(
+            record.time_to_live(now + Duration::from_secs(61), day),
+            None
+        );
+    }
+
+    #[test]
+    fn cookie_max_age_like_express() {
+        let now = datetime!(2026-11-23 00:00 UTC);
+        let mut cookie = CookieState::default();
+        cookie.set_max_age(now, Some(Duration::from_millis(5000)));
+        assert_eq!(cookie.original_max_age(), Some(Duration::from_millis(5000)));
+        assert_eq!(
+            cookie.max_age(now + Duration::from_secs(2)),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            cookie.max_age(now + Duration::from_secs(9)),
+            Some(Duration::ZERO)
+        );
+        cookie.reset_expiry(now + Duration::from_secs(2));
+        assert_eq!(cookie.expires, Some(now + Duration::from_secs(7)));
+        cookie.set_expires(now, Some(now + Duration::from_secs(10)));
+        assert_eq!(cookie.original_max_age, Some(10_000));
+        cookie.set_max_age(now, None);
+        assert_eq!((cookie.expires, cookie.original_max_age), (None, None));
+    }
+
+    #[test]
+    fn from_parts_drops_a_cookie_key_in_data() {
+        let mut data = Map::new();
+        data.insert(COOKIE_KEY.into(), 1.into());
+        data.insert("a".into(), 2.into());
+        let record = Record::from_parts(data, CookieState::default());
+        assert_eq!(record.data().len(), 1);
+    }
+}

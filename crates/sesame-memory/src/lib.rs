@@ -1,0 +1,406 @@
+//! An in-memory session store for [sesame](https://crates.io/crates/axum-sesame).
+//!
+//! [`MemoryStore`] is the default store of `axum-sesame`: no server to run, sessions gone when the
+//! process ends. It is built for a single process under real load:
+//!
+//! - the map is split into shards, each behind its own lock, so concurrent requests on different
+//!   sessions rarely wait for each other (there is no global lock on the hot path);
+//! - a record past its expiry is never returned, whether or not it has been swept yet;
+//! - a background task sweeps expired records shard by shard, yielding between shards so a large
+//!   sweep never stalls requests; it ends when the last clone of the store is dropped.
+//!
+//! ```
+//! use sesame_memory::MemoryStore;
+//! use std::time::Duration;
+//!
+//! let store = MemoryStore::builder()
+//!     .default_ttl(Duration::from_secs(3600))
+//!     .sweep_interval(Duration::from_secs(30))
+//!     .build();
+//! # let _ = store;
+//! ```
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::time::Duration;
+
+use sesame_core::time::OffsetDateTime;
+use sesame_core::{Capabilities, Error, Record, Result, SessionId, SessionStore};
+
+const STORE_NAME: &str = "memory";
+
+/// How long a browser-session record (one without `expires`) lives: one day, as connect-redis.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// How often expired records are swept.
+pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Number of shards: enough that two cores (or sixty-four) rarely contend on one lock.
+const SHARDS: usize = 64;
+
+/// A session store in this process's memory. Cloning it is cheap and shares the sessions.
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shards: Box<[RwLock<HashMap<SessionId, Entry>>]>,
+    hasher: RandomState,
+    default_ttl: Duration,
+    sweep_interval: Option<Duration>,
+    /// Set once the sweeper task has been spawned. It is spawned on first use rather than at
+    /// construction, because a store is often built before (or outside) the tokio runtime.
+    sweeper_started: AtomicBool,
+}
+
+struct Entry {
+    record: Record,
+    /// When the entry dies: the record's cookie expiry, or the default TTL from its last write.
+    expires_at: OffsetDateTime,
+}
+
+impl MemoryStore {
+    /// A store with the default TTL (one day) and sweep interval (one minute).
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// Configures a store.
+    pub fn builder() -> MemoryStoreBuilder {
+        MemoryStoreBuilder {
+            default_ttl: DEFAULT_TTL,
+            sweep_interval: Some(DEFAULT_SWEEP_INTERVAL),
+        }
+    }
+
+    /// Removes every expired record now and returns how many were removed. The background sweeper
+    /// calls this periodically; it takes one shard's lock at a time.
+    pub async fn sweep(&self) -> usize {
+        sweep(&self.inner).await
+    }
+
+    fn shard(&self, id: &SessionId) -> &RwLock<HashMap<SessionId, Entry>> {
+        let index = self.inner.hasher.hash_one(id.as_str()) as usize % self.inner.shards.len();
+        &self.inner.shards[index]
+    }
+
+    fn read(&self, id: &SessionId) -> RwLockReadGuard<'_, HashMap<SessionId, Entry>> {
+        self.start_sweeper();
+        read_lock(self.shard(id))
+    }
+
+    fn write(&self, id: &SessionId) -> RwLockWriteGuard<'_, HashMap<SessionId, Entry>> {
+        self.start_sweeper();
+        write_lock(self.shard(id))
+    }
+
+    fn start_sweeper(&self) {
+        let Some(interval) = self.inner.sweep_interval else {
+            return;
+        };
+        if self.inner.sweeper_started.load(Ordering::Relaxed)
+            || self.inner.sweeper_started.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // Outside a runtime (a synchronous test, say) there is nothing to spawn on; try again on
+            // the next call. Expired records are still never returned meanwhile.
+            self.inner.sweeper_started.store(false, Ordering::Release);
+            return;
+        };
+        // The task holds only a weak reference: once every clone of the store is dropped, the
+        // upgrade fails and the task ends, so a dropped store frees its memory.
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        runtime.spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                let removed = sweep(&inner).await;
+                if removed > 0 {
+                    tracing::debug!(removed, "swept expired sessions from the memory store");
+                }
+            }
+        });
+    }
+
+    fn live_entries<T>(&self, mut pick: impl FnMut(&SessionId, &Entry) -> T) -> Vec<T> {
+        let now = sesame_core::now();
+        let mut out = Vec::new();
+        for shard in self.inner.shards.iter() {
+            let map = read_lock(shard);
+            out.extend(
+                map.iter()
+                    .filter(|(_, entry)| entry.expires_at > now)
+                    .map(|(id, entry)| pick(id, entry)),
+            );
+        }
+        out
+    }
+
+    fn entry(&self, record: &Record, now: OffsetDateTime) -> Entry {
+        Entry {
+            record: record.clone(),
+            expires_at: record.expiry(now, self.inner.default_ttl),
+        }
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("default_ttl", &self.inner.default_ttl)
+            .field("sweep_interval", &self.inner.sweep_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`MemoryStore`].
+#[derive(Debug, Clone)]
+pub struct MemoryStoreBuilder {
+    default_ttl: Duration,
+    sweep_interval: Option<Duration>,
+}
+
+impl MemoryStoreBuilder {
+    /// How long a record without a cookie expiry lives after its last write (default one day).
+    #[must_use]
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = ttl;
+        self
+    }
+
+    /// How often the background task sweeps expired records (default one minute).
+    #[must_use]
+    pub fn sweep_interval(mut self, interval: Duration) -> Self {
+        self.sweep_interval = Some(interval);
+        self
+    }
+
+    /// No background sweeping: expired records are never returned but stay in memory until
+    /// [`MemoryStore::sweep`] is called.
+    #[must_use]
+    pub fn no_sweeping(mut self) -> Self {
+        self.sweep_interval = None;
+        self
+    }
+
+    /// The store.
+    pub fn build(self) -> MemoryStore {
+        MemoryStore {
+            inner: Arc::new(Inner {
+                shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+                hasher: RandomState::new(),
+                default_ttl: self.default_ttl,
+                sweep_interval: self.sweep_interval.filter(|interval| !interval.is_zero()),
+                sweeper_started: AtomicBool::new(false),
+            }),
+        }
+    }
+}
+
+async fn sweep(inner: &Inner) -> usize {
+    let mut removed = 0;
+    for shard in inner.shards.iter() {
+        let now = sesame_core::now();
+        {
+            let mut map = write_lock(shard);
+            let before = map.len();
+            map.retain(|_, entry| entry.expires_at > now);
+            removed += before - map.len();
+        }
+        // Let requests waiting on this shard's lock (and other tasks) run between shards.
+        tokio::task::yield_now().await;
+    }
+    removed
+}
+
+/// A poisoned lock means a panic happened while it was held; the map itself is still consistent
+/// (every mutation is a single insert/remove), so keep serving rather than propagate the panic.
+fn read_lock<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write_lock<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl SessionStore for MemoryStore {
+    async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
+        let now = sesame_core::now();
+        Ok(self
+            .read(id)
+            .get(id)
+            .filter(|entry| entry.expires_at > now)
+            .map(|entry| entry.record.clone()))
+    }
+
+    async fn save(&self, id: &SessionId, record: &Record) -> Result<()> {
+        let now = sesame_core::now();
+        let entry = self.entry(record, now);
+        let mut map = self.write(id);
+        if entry.expires_at > now {
+            map.insert(id.clone(), entry);
+        } else {
+            map.remove(id);
+        }
+        Ok(())
+    }
+
+    async fn create(&self, id: &SessionId, record: &Record) -> Result<()> {
+        let now = sesame_core::now();
+        let entry = self.entry(record, now);
+        let mut map = self.write(id);
+        if map
+            .get(id)
+            .is_some_and(|existing| existing.expires_at > now)
+        {
+            return Err(Error::AlreadyExists { store: STORE_NAME });
+        }
+        map.insert(id.clone(), entry);
+        Ok(())
+    }
+
+    async fn destroy(&self, id: &SessionId) -> Result<()> {
+        self.write(id).remove(id);
+        Ok(())
+    }
+
+    async fn touch(&self, id: &SessionId, record: &Record) -> Result<()> {
+        let now = sesame_core::now();
+        let expires_at = record.expiry(now, self.inner.default_ttl);
+        let mut map = self.write(id);
+        if let Some(entry) = map.get_mut(id).filter(|entry| entry.expires_at > now) {
+            *entry.record.cookie_mut() = record.cookie().clone();
+            entry.expires_at = expires_at;
+        }
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        STORE_NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::NONE.with_listing()
+    }
+
+    async fn ids(&self) -> Result<Vec<SessionId>> {
+        Ok(self.live_entries(|id, _| id.clone()))
+    }
+
+    async fn all(&self) -> Result<Vec<(SessionId, Record)>> {
+        Ok(self.live_entries(|id, entry| (id.clone(), entry.record.clone())))
+    }
+
+    async fn len(&self) -> Result<usize> {
+        Ok(self.live_entries(|_, _| ()).len())
+    }
+
+    async fn clear(&self) -> Result<()> {
+        for shard in self.inner.shards.iter() {
+            write_lock(shard).clear();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sesame_core::CookieState;
+
+    fn record_expiring_in(ttl: Duration) -> Record {
+        let mut cookie = CookieState::default();
+        cookie.set_max_age(sesame_core::now(), Some(ttl));
+        Record::new(cookie)
+    }
+
+    fn stored_entries(store: &MemoryStore) -> usize {
+        store.inner.shards.iter().map(|s| read_lock(s).len()).sum()
+    }
+
+    #[tokio::test]
+    async fn background_sweeper_removes_expired_records() {
+        let store = MemoryStore::builder()
+            .sweep_interval(Duration::from_millis(50))
+            .build();
+        for _ in 0..10 {
+            store
+                .save(
+                    &SessionId::generate(),
+                    &record_expiring_in(Duration::from_millis(20)),
+                )
+                .await
+                .unwrap();
+        }
+        let keep = SessionId::generate();
+        store
+            .save(&keep, &record_expiring_in(Duration::from_secs(60)))
+            .await
+            .unwrap();
+        assert_eq!(stored_entries(&store), 11);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            stored_entries(&store),
+            1,
+            "the sweeper removed expired entries"
+        );
+        assert!(store.load(&keep).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn sweeper_ends_when_the_store_is_dropped() {
+        let store = MemoryStore::builder()
+            .sweep_interval(Duration::from_millis(10))
+            .build();
+        store
+            .save(&SessionId::generate(), &Record::default())
+            .await
+            .unwrap();
+        let weak = Arc::downgrade(&store.inner);
+        drop(store);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            weak.upgrade().is_none(),
+            "the sweeper keeps no strong reference"
+        );
+    }
+
+    #[tokio::test]
+    async fn browser_session_records_use_the_default_ttl() {
+        let store = MemoryStore::builder()
+            .default_ttl(Duration::from_millis(100))
+            .no_sweeping()
+            .build();
+        let id = SessionId::generate();
+        store.save(&id, &Record::default()).await.unwrap();
+        assert!(store.load(&id).await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(store.load(&id).await.unwrap().is_none());
+        assert_eq!(store.sweep().await, 1);
+    }
+
+    #[tokio::test]
+    async fn clones_share_sessions() {
+        let store = MemoryStore::new();
+        let id = SessionId::generate();
+        store.clone().save(&id, &Record::default()).await.unwrap();
+        assert!(store.load(&id).await.unwrap().is_some());
+    }
+}
