@@ -1,0 +1,272 @@
+//! The layer's options (express-session's options) and their builder.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::request::Parts;
+use sesame_core::{CookieOptions, DynStore, KeyRing, SessionId, SessionStore};
+
+use crate::cookies::is_valid_cookie_name;
+use crate::error::ConfigError;
+use crate::layer::SessionLayer;
+
+/// What detaching a session from a request ([`Session::detach`](crate::Session::detach),
+/// express's `delete req.session`) does to its stored record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Unset {
+    /// Leave the record as it is (express-session's `unset: 'keep'`, the default).
+    #[default]
+    Keep,
+    /// Delete the record when the response is sent (`unset: 'destroy'`).
+    Destroy,
+}
+
+type GenId = Arc<dyn Fn() -> String + Send + Sync>;
+type CookieFn = Arc<dyn Fn(&Parts) -> CookieOptions + Send + Sync>;
+
+/// Where the cookie options of a request come from.
+#[derive(Clone)]
+pub(crate) enum CookieSource {
+    Fixed(Arc<CookieOptions>),
+    PerRequest(CookieFn),
+}
+
+/// The resolved configuration, shared by every request.
+pub(crate) struct Config {
+    pub(crate) name: String,
+    pub(crate) keys: KeyRing,
+    pub(crate) resave: bool,
+    pub(crate) save_uninitialized: bool,
+    pub(crate) rolling: bool,
+    pub(crate) proxy: bool,
+    pub(crate) genid: Option<GenId>,
+    pub(crate) unset: Unset,
+    pub(crate) cookie: CookieSource,
+    pub(crate) store: DynStore,
+}
+
+impl Config {
+    /// A new session id: from the custom generator when there is one and it returns a usable id,
+    /// from the CSPRNG otherwise.
+    pub(crate) fn generate_id(&self) -> SessionId {
+        if let Some(genid) = &self.genid {
+            let raw = genid();
+            match SessionId::parse(&raw) {
+                Ok(id) => return id,
+                Err(error) => tracing::error!(
+                    error = &error as &dyn std::error::Error,
+                    "the genid function returned an unusable id; using a random id instead"
+                ),
+            }
+        }
+        SessionId::generate()
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("name", &self.name)
+            .field("keys", &self.keys)
+            .field("resave", &self.resave)
+            .field("save_uninitialized", &self.save_uninitialized)
+            .field("rolling", &self.rolling)
+            .field("proxy", &self.proxy)
+            .field("genid", &self.genid.as_ref().map(|_| "custom"))
+            .field("unset", &self.unset)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`SessionLayer`]: every option of express-session, with its defaults (except `resave`
+/// and `save_uninitialized`, which default to `false`: express-session deprecated its `true`
+/// defaults).
+///
+/// ```
+/// use std::time::Duration;
+/// use axum_sesame::{CookieOptions, SameSite, SessionLayer};
+///
+/// let layer = SessionLayer::builder()
+///     .secret("a long random secret from your configuration")
+///     .name("sid")
+///     .rolling(true)
+///     .cookie(CookieOptions::default().max_age(Duration::from_secs(3600)).same_site(SameSite::Lax))
+///     .build()
+///     .expect("a valid session configuration");
+/// # let _ = layer;
+/// ```
+#[must_use]
+pub struct SessionLayerBuilder {
+    name: String,
+    secrets: Vec<Vec<u8>>,
+    resave: bool,
+    save_uninitialized: bool,
+    rolling: bool,
+    proxy: bool,
+    genid: Option<GenId>,
+    unset: Unset,
+    cookie: CookieSource,
+    store: Option<DynStore>,
+}
+
+impl Default for SessionLayerBuilder {
+    fn default() -> Self {
+        Self {
+            name: "connect.sid".to_owned(),
+            secrets: Vec::new(),
+            resave: false,
+            save_uninitialized: false,
+            rolling: false,
+            proxy: false,
+            genid: None,
+            unset: Unset::Keep,
+            cookie: CookieSource::Fixed(Arc::new(CookieOptions::default())),
+            store: None,
+        }
+    }
+}
+
+impl SessionLayerBuilder {
+    /// The secret that signs and verifies session cookies. Required. Calling it again adds another
+    /// secret: the first signs, all verify (see [`secrets`](Self::secrets)).
+    pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.secrets.push(secret.as_ref().to_vec());
+        self
+    }
+
+    /// Several secrets at once, for rotation: the first signs new cookies, every one verifies, so
+    /// cookies signed with a retired secret keep working while it stays in the list.
+    pub fn secrets<I>(mut self, secrets: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
+        self.secrets
+            .extend(secrets.into_iter().map(|s| s.as_ref().to_vec()));
+        self
+    }
+
+    /// The cookie name (default `connect.sid`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Save the session at the end of every request that used it, even when unmodified (default
+    /// `false`). Only needed for stores that cannot `touch`.
+    pub fn resave(mut self, resave: bool) -> Self {
+        self.resave = resave;
+        self
+    }
+
+    /// Save a new session (and send its cookie) even when the handler put nothing in it (default
+    /// `false`: no store write and no cookie until there is something to remember, which also
+    /// suits consent rules).
+    pub fn save_uninitialized(mut self, save_uninitialized: bool) -> Self {
+        self.save_uninitialized = save_uninitialized;
+        self
+    }
+
+    /// Send the cookie on every response that used the session, restarting its max age (default
+    /// `false`).
+    pub fn rolling(mut self, rolling: bool) -> Self {
+        self.rolling = rolling;
+        self
+    }
+
+    /// Trust the `X-Forwarded-Proto` header of a reverse proxy to decide whether the request came
+    /// over https (default `false`: axum has no "trust proxy" setting, so only an `https` request
+    /// URI or the [`Https`](crate::Https) request extension count).
+    pub fn proxy(mut self, trust: bool) -> Self {
+        self.proxy = trust;
+        self
+    }
+
+    /// A custom session id generator (default: 192 bits from the OS CSPRNG, base64url). Ids must be
+    /// 1 to 128 bytes of visible ASCII; an unusable id is logged and replaced by a random one.
+    pub fn genid(mut self, genid: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        self.genid = Some(Arc::new(genid));
+        self
+    }
+
+    /// What [`Session::detach`](crate::Session::detach) does to the stored record (default
+    /// [`Unset::Keep`]).
+    pub fn unset(mut self, unset: Unset) -> Self {
+        self.unset = unset;
+        self
+    }
+
+    /// The cookie's options (default express-session's: path `/`, `HttpOnly`, browser-session).
+    pub fn cookie(mut self, options: CookieOptions) -> Self {
+        self.cookie = CookieSource::Fixed(Arc::new(options));
+        self
+    }
+
+    /// Cookie options computed for each request (for example a `Domain` per tenant).
+    pub fn cookie_with(
+        mut self,
+        options: impl Fn(&Parts) -> CookieOptions + Send + Sync + 'static,
+    ) -> Self {
+        self.cookie = CookieSource::PerRequest(Arc::new(options));
+        self
+    }
+
+    /// The store (default: a new [`MemoryStore`](crate::MemoryStore) with the `memory` feature).
+    pub fn store(mut self, store: impl SessionStore) -> Self {
+        self.store = Some(DynStore::new(store));
+        self
+    }
+
+    /// Checks the configuration and builds the layer.
+    ///
+    /// Fails without a secret (there is no default secret, as in express-session), with an empty
+    /// secret, or with an invalid cookie name. Without the `memory` feature a store is required too;
+    /// with it, a missing store is a new `MemoryStore`.
+    pub fn build(self) -> Result<SessionLayer, ConfigError> {
+        let keys = KeyRing::new(&self.secrets)?;
+        if !is_valid_cookie_name(&self.name) {
+            return Err(ConfigError::InvalidCookieName(self.name));
+        }
+        let store = match self.store {
+            Some(store) => store,
+            None => default_store()?,
+        };
+        Ok(SessionLayer::from_config(Config {
+            name: self.name,
+            keys,
+            resave: self.resave,
+            save_uninitialized: self.save_uninitialized,
+            rolling: self.rolling,
+            proxy: self.proxy,
+            genid: self.genid,
+            unset: self.unset,
+            cookie: self.cookie,
+            store,
+        }))
+    }
+}
+
+#[cfg(feature = "memory")]
+fn default_store() -> Result<DynStore, ConfigError> {
+    Ok(DynStore::new(sesame_memory::MemoryStore::new()))
+}
+
+#[cfg(not(feature = "memory"))]
+fn default_store() -> Result<DynStore, ConfigError> {
+    Err(ConfigError::MissingStore)
+}
+
+impl fmt::Debug for SessionLayerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionLayerBuilder")
+            .field("name", &self.name)
+            .field("secrets", &self.secrets.len())
+            .field("resave", &self.resave)
+            .field("save_uninitialized", &self.save_uninitialized)
+            .field("rolling", &self.rolling)
+            .field("proxy", &self.proxy)
+            .field("unset", &self.unset)
+            .finish_non_exhaustive()
+    }
+}

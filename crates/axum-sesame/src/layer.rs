@@ -1,0 +1,398 @@
+//! The tower layer and service: attach a session to each request, and at the end decide, as
+//! express-session does, whether to save, touch, and send the cookie.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::HeaderName;
+use http::uri::Scheme;
+use http::{HeaderValue, Request, Response, StatusCode};
+use sesame_core::{CookieOptions, DynStore, Record, SessionId, SessionStore};
+use tokio::sync::OnceCell;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::config::{Config, CookieSource, SessionLayerBuilder, Unset};
+use crate::cookies::{CookieAttributes, append_set_cookie, find_cookie, set_cookie};
+use crate::session::{RequestSession, SessionHandle, State, lock_state};
+
+/// Marks a request as received over https, for servers that terminate TLS themselves: insert it
+/// into the request's extensions (e.g. from your TLS acceptor) so `Secure` cookies and
+/// [`Secure::Auto`](crate::Secure::Auto) work without trusting a proxy header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Https;
+
+/// How many fresh ids `create` tries before giving up on a run of collisions (only a broken custom
+/// `genid` makes a second attempt likely).
+const CREATE_ATTEMPTS: usize = 3;
+
+/// The session middleware: wrap a `Router` in it and extract [`Session`](crate::Session) in
+/// handlers.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use axum_sesame::{Session, SessionLayer};
+///
+/// # fn app() -> Result<Router, axum_sesame::ConfigError> {
+/// let app = Router::new()
+///     .route("/", get(|session: Session| async move {
+///         let views: u64 = session.get("views").ok().flatten().unwrap_or(0) + 1;
+///         session.insert("views", views).ok();
+///         format!("views: {views}")
+///     }))
+///     .layer(SessionLayer::builder().secret("keyboard cat").build()?);
+/// # Ok(app)
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct SessionLayer {
+    config: Arc<Config>,
+}
+
+impl SessionLayer {
+    /// Starts configuring a layer. A secret is required; every other option has a default.
+    pub fn builder() -> SessionLayerBuilder {
+        SessionLayerBuilder::default()
+    }
+
+    pub(crate) fn from_config(config: Config) -> Self {
+        Self {
+            config: Arc::new(config),
+        }
+    }
+
+    /// The store sessions are kept in, for administrative use (listing sessions, clearing them).
+    pub fn store(&self) -> &DynStore {
+        &self.config.store
+    }
+}
+
+impl std::fmt::Debug for SessionLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionLayer")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<I> Layer<I> for SessionLayer {
+    type Service = SessionService<I>;
+
+    fn layer(&self, inner: I) -> Self::Service {
+        SessionService {
+            inner,
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+/// The service [`SessionLayer`] wraps around an inner service.
+#[derive(Clone)]
+pub struct SessionService<I> {
+    inner: I,
+    config: Arc<Config>,
+}
+
+impl<I> SessionService<I> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &I {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut I {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> I {
+        self.inner
+    }
+}
+
+impl<I: std::fmt::Debug> std::fmt::Debug for SessionService<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The future of [`SessionService`].
+pub type ResponseFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>;
+
+impl<I, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<I>
+where
+    I: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    I::Future: Send + 'static,
+    ResBody: From<&'static str> + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = I::Error;
+    type Future = ResponseFuture<ResBody, I::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let (request, session) = attach(&self.config, request);
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let mut response = response.await?;
+            if let Err(error) = finish(&session, &mut response).await {
+                tracing::error!(
+                    error = &error as &dyn std::error::Error,
+                    "the session could not be saved; answering with an error instead"
+                );
+                response = failure_response(&error);
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// Creates the request's (not yet loaded) session and puts its handle in the extensions.
+fn attach<B>(config: &Arc<Config>, request: Request<B>) -> (Request<B>, Arc<RequestSession>) {
+    let (mut parts, body) = request.into_parts();
+    let https = is_https(&parts, config.proxy);
+    let cookie_options = match &config.cookie {
+        CookieSource::Fixed(options) => Arc::clone(options),
+        CookieSource::PerRequest(options) => Arc::new(options(&parts)),
+    };
+    let session = Arc::new(RequestSession {
+        config: Arc::clone(config),
+        cookie_options,
+        https,
+        cookie_value: find_cookie(&parts.headers, &config.name),
+        state: OnceCell::new(),
+    });
+    parts.extensions.insert(SessionHandle(Arc::clone(&session)));
+    (Request::from_parts(parts, body), session)
+}
+
+fn is_https(parts: &http::request::Parts, trust_proxy: bool) -> bool {
+    if parts.uri.scheme() == Some(&Scheme::HTTPS) || parts.extensions.get::<Https>().is_some() {
+        return true;
+    }
+    if !trust_proxy {
+        return false;
+    }
+    // Like express's `req.protocol` behind a trusted proxy: the first value of the header.
+    static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    parts
+        .headers
+        .get(&X_FORWARDED_PROTO)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(',').next())
+        .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+}
+
+/// What to do with the store at the end of a request.
+enum StoreAction {
+    Nothing,
+    Create(SessionId, Record),
+    Save(SessionId, Record),
+    Touch(SessionId, Record),
+    Destroy(SessionId),
+}
+
+/// What to do with the cookie at the end of a request.
+enum CookieAction {
+    Nothing,
+    Set,
+    Remove,
+}
+
+/// express-session's end-of-request decisions (its `shouldSave`, `shouldTouch`, `shouldSetCookie`
+/// and `shouldDestroy`), taken on a used session.
+fn decide(
+    config: &Config,
+    state: &mut State,
+    client_has_cookie: bool,
+) -> (StoreAction, CookieAction) {
+    if state.detached {
+        let action = match (&config.unset, &state.stored_id) {
+            (Unset::Destroy, Some(id)) => StoreAction::Destroy(id.clone()),
+            _ => StoreAction::Nothing,
+        };
+        tracing::debug!(unset = ?config.unset, "session detached from the request");
+        return (action, CookieAction::Nothing);
+    }
+    if state.destroyed {
+        let cookie = if client_has_cookie || state.stale_client_cookie {
+            CookieAction::Remove
+        } else {
+            CookieAction::Nothing
+        };
+        return (StoreAction::Nothing, cookie);
+    }
+
+    // express-session restarts the cookie's max age on every request that has a session.
+    if !state.cookie_changed {
+        state.record.cookie_mut().reset_expiry(sesame_core::now());
+    }
+    let persisted = state.is_persisted();
+    let save = if persisted {
+        state.unsaved || config.resave
+    } else {
+        state.unsaved || config.save_uninitialized
+    };
+    let touch = !save && persisted && !state.is_new;
+    let set_cookie = if state.is_new {
+        config.save_uninitialized || state.modified || state.cookie_changed || persisted
+    } else {
+        config.rolling
+            || state.cookie_changed
+            || (state.modified && state.record.cookie().expires.is_some())
+    };
+    tracing::debug!(
+        new = state.is_new,
+        modified = state.modified,
+        save,
+        touch,
+        set_cookie,
+        "session decision"
+    );
+    let store = if save && persisted {
+        StoreAction::Save(state.id.clone(), state.record.clone())
+    } else if save {
+        StoreAction::Create(state.id.clone(), state.record.clone())
+    } else if touch {
+        StoreAction::Touch(state.id.clone(), state.record.clone())
+    } else {
+        StoreAction::Nothing
+    };
+    let cookie = if set_cookie {
+        CookieAction::Set
+    } else if state.stale_client_cookie {
+        CookieAction::Remove
+    } else {
+        CookieAction::Nothing
+    };
+    (store, cookie)
+}
+
+/// Runs the end-of-request decisions for a session a handler used: store write first, then the
+/// cookie, all before the response leaves.
+async fn finish<B>(
+    session: &RequestSession,
+    response: &mut Response<B>,
+) -> Result<(), sesame_core::Error> {
+    let Some(state) = session.used_state() else {
+        // The handler never touched the session: no store I/O, no cookie.
+        return Ok(());
+    };
+    let config = &session.config;
+    let (action, cookie) = decide(
+        config,
+        &mut lock_state(state),
+        session.cookie_value.is_some(),
+    );
+
+    match action {
+        StoreAction::Nothing => {}
+        StoreAction::Save(id, record) => {
+            config.store.save(&id, &record).await?;
+            mark_saved(state, &id);
+        }
+        StoreAction::Create(mut id, record) => {
+            let mut attempt = 1;
+            loop {
+                match config.store.create(&id, &record).await {
+                    Ok(()) => break,
+                    Err(sesame_core::Error::AlreadyExists { .. }) if attempt < CREATE_ATTEMPTS => {
+                        // The cookie has not been sent yet, so the session can still change id.
+                        tracing::warn!("session id collision in the store; retrying with a new id");
+                        attempt += 1;
+                        id = config.generate_id();
+                        lock_state(state).id = id.clone();
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+            mark_saved(state, &id);
+        }
+        StoreAction::Touch(id, record) => config.store.touch(&id, &record).await?,
+        StoreAction::Destroy(id) => config.store.destroy(&id).await?,
+    }
+
+    let options = &*session.cookie_options;
+    let header = match cookie {
+        CookieAction::Nothing => None,
+        CookieAction::Set => {
+            let state = lock_state(state);
+            cookie_header(session, options, &state, false)
+        }
+        CookieAction::Remove => cookie_header(session, options, &lock_state(state), true),
+    };
+    if let Some(header) = header {
+        append_set_cookie(response.headers_mut(), header);
+    }
+    Ok(())
+}
+
+fn mark_saved(state: &std::sync::Mutex<State>, id: &SessionId) {
+    let mut state = lock_state(state);
+    if &state.id == id {
+        state.mark_saved();
+    }
+}
+
+/// The `Set-Cookie` header for the session (or for removing the client's cookie), or `None` when
+/// it must not be sent: a `Secure` cookie over plain http would be dropped by the browser, so,
+/// like express-session, sesame does not send it.
+fn cookie_header(
+    session: &RequestSession,
+    options: &CookieOptions,
+    state: &State,
+    remove: bool,
+) -> Option<HeaderValue> {
+    let secure = options.is_secure(session.https);
+    if secure && !session.https {
+        tracing::debug!("not sending a Secure session cookie over plain http");
+        return None;
+    }
+    let attributes = CookieAttributes {
+        options,
+        expires: if remove {
+            Some(sesame_core::time::OffsetDateTime::UNIX_EPOCH)
+        } else {
+            state.record.cookie().expires
+        },
+        secure,
+        same_site: options.resolve_same_site(session.https),
+    };
+    let value = if remove {
+        String::new()
+    } else {
+        session.config.keys.sign_cookie_value(&state.id)
+    };
+    let header = set_cookie(&session.config.name, &value, remove, &attributes);
+    if header.is_none() {
+        tracing::error!("the session cookie's options do not form a valid Set-Cookie header");
+    } else {
+        tracing::debug!(remove, "sending the session cookie");
+    }
+    header
+}
+
+fn failure_response<B: From<&'static str>>(error: &sesame_core::Error) -> Response<B> {
+    let (status, body) = if error.is_unavailable() {
+        (StatusCode::SERVICE_UNAVAILABLE, "Session store unavailable")
+    } else {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Session could not be saved",
+        )
+    };
+    let mut response = Response::new(B::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,492 @@
+//! The `Session` extractor and the per-request state behind it.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use axum_core::extract::FromRequestParts;
+use http::request::Parts;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use sesame_core::time::OffsetDateTime;
+use sesame_core::{COOKIE_KEY, CookieOptions, Record, SessionId, SessionStore};
+use tokio::sync::OnceCell;
+
+use crate::config::Config;
+use crate::error::{SessionError, SessionRejection};
+
+/// The session of the current request: typed access to its data, its id, its cookie's expiry, and
+/// the express-session methods (`regenerate`, `destroy`, `reload`, `save`, `touch`).
+///
+/// Extract it in a handler wrapped by a [`SessionLayer`](crate::SessionLayer). Extracting it loads
+/// the session from the store (once per request, however many extractors ask); a handler that does
+/// not extract it costs no store I/O and no signature check.
+///
+/// ```
+/// use axum_sesame::{Session, SessionError};
+///
+/// async fn counter(session: Session) -> Result<String, SessionError> {
+///     let views: u64 = session.get("views")?.unwrap_or(0) + 1;
+///     session.insert("views", views)?;
+///     Ok(format!("views: {views}"))
+/// }
+/// ```
+///
+/// Changes are saved when the response is returned, before it leaves the server (so a redirect
+/// never races the save). Data methods are synchronous; methods that talk to the store are `async`.
+/// Clones share one session.
+#[derive(Clone)]
+pub struct Session {
+    request: Arc<RequestSession>,
+    state: Arc<Mutex<State>>,
+}
+
+/// What the layer puts in the request's extensions; the extractor turns it into a [`Session`].
+#[derive(Clone)]
+pub(crate) struct SessionHandle(pub(crate) Arc<RequestSession>);
+
+/// Everything sesame knows about the session of one request.
+pub(crate) struct RequestSession {
+    pub(crate) config: Arc<Config>,
+    pub(crate) cookie_options: Arc<CookieOptions>,
+    /// Whether the request came over https (directly, or through a trusted proxy).
+    pub(crate) https: bool,
+    /// The raw value of the session cookie, unverified: verification waits until the session is
+    /// used.
+    pub(crate) cookie_value: Option<String>,
+    /// Set when a handler first uses the session; unset means the handler never touched it.
+    pub(crate) state: OnceCell<Arc<Mutex<State>>>,
+}
+
+/// The session's state during one request.
+pub(crate) struct State {
+    pub(crate) id: SessionId,
+    /// The id under which the store holds this session's record (loaded or saved this request).
+    pub(crate) stored_id: Option<SessionId>,
+    pub(crate) record: Record,
+    /// The client does not have a cookie for `id` yet.
+    pub(crate) is_new: bool,
+    /// The data differs from what was loaded (or created): express-session's "modified", which
+    /// ignores the cookie.
+    pub(crate) modified: bool,
+    /// The record has changes not yet written to the store.
+    pub(crate) unsaved: bool,
+    /// The handler set the cookie's expiry itself (remember me): keep it, store it, send it.
+    pub(crate) cookie_changed: bool,
+    /// Keys set or removed since the last write, for stores that apply per-key patches.
+    pub(crate) changed_keys: Vec<String>,
+    /// `destroy` was called and nothing was put in the session after it.
+    pub(crate) destroyed: bool,
+    /// The client holds a cookie for an id that no longer exists (destroyed or regenerated); it is
+    /// removed unless a new cookie replaces it.
+    pub(crate) stale_client_cookie: bool,
+    /// `detach` was called: the session is no longer this request's.
+    pub(crate) detached: bool,
+}
+
+impl State {
+    fn new(id: SessionId, record: Record) -> Self {
+        Self {
+            id,
+            stored_id: None,
+            record,
+            is_new: true,
+            modified: false,
+            unsaved: false,
+            cookie_changed: false,
+            changed_keys: Vec::new(),
+            destroyed: false,
+            stale_client_cookie: false,
+            detached: false,
+        }
+    }
+
+    fn loaded(id: SessionId, record: Record) -> Self {
+        Self {
+            stored_id: Some(id.clone()),
+            is_new: false,
+            ..Self::new(id, record)
+        }
+    }
+
+    /// Whether the store holds a record under the current id.
+    pub(crate) fn is_persisted(&self) -> bool {
+        self.stored_id.as_ref() == Some(&self.id)
+    }
+
+    fn mark_changed(&mut self, key: &str) {
+        self.modified = true;
+        self.unsaved = true;
+        self.destroyed = false;
+        if !self.changed_keys.iter().any(|k| k == key) {
+            self.changed_keys.push(key.to_owned());
+        }
+    }
+
+    /// Marks the record as written to the store under the current id.
+    pub(crate) fn mark_saved(&mut self) {
+        self.stored_id = Some(self.id.clone());
+        self.unsaved = false;
+        self.changed_keys.clear();
+    }
+}
+
+impl RequestSession {
+    /// Loads the session on first use: verifies the cookie, reads the store, or starts a new session.
+    async fn state(&self) -> Result<Arc<Mutex<State>>, sesame_core::Error> {
+        self.state
+            .get_or_try_init(|| async { self.load().await.map(|s| Arc::new(Mutex::new(s))) })
+            .await
+            .cloned()
+    }
+
+    async fn load(&self) -> Result<State, sesame_core::Error> {
+        let verified = self
+            .cookie_value
+            .as_deref()
+            .and_then(|value| self.config.keys.verify_cookie_value(value));
+        let Some(id) = verified else {
+            if self.cookie_value.is_some() {
+                tracing::debug!("session cookie failed verification; starting a new session");
+            }
+            return Ok(self.fresh_state());
+        };
+        match self.config.store.load(&id).await? {
+            Some(record) => {
+                tracing::debug!("session loaded from the store");
+                Ok(State::loaded(id, record))
+            }
+            None => {
+                // An unknown id is never adopted (no session fixation): a new id is issued.
+                tracing::debug!("no stored session for the cookie's id; starting a new session");
+                Ok(self.fresh_state())
+            }
+        }
+    }
+
+    fn fresh_state(&self) -> State {
+        State::new(self.config.generate_id(), self.fresh_record())
+    }
+
+    fn fresh_record(&self) -> Record {
+        Record::new(
+            self.cookie_options
+                .new_cookie_state(sesame_core::now(), self.https),
+        )
+    }
+}
+
+impl Session {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // No code path panics while holding this lock; if one ever did, the state is still
+        // consistent field by field, so serve it rather than propagate the panic.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn store(&self) -> &sesame_core::DynStore {
+        &self.request.config.store
+    }
+
+    /// The session's id. It changes on [`regenerate`](Self::regenerate), and a new session has its
+    /// id from the start, though its cookie is only sent once there is something to save.
+    pub fn id(&self) -> SessionId {
+        self.lock().id.clone()
+    }
+
+    /// Whether the session was created by this request (the client has no cookie for it yet).
+    pub fn is_new(&self) -> bool {
+        self.lock().is_new
+    }
+
+    /// The value under `key`, deserialized to `T`; `None` when absent.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
+        let state = self.lock();
+        match state.record.data().get(key) {
+            None => Ok(None),
+            Some(value) => {
+                T::deserialize(value)
+                    .map(Some)
+                    .map_err(|source| SessionError::Deserialize {
+                        key: key.to_owned(),
+                        source,
+                    })
+            }
+        }
+    }
+
+    /// The raw JSON value under `key`.
+    pub fn get_value(&self, key: &str) -> Option<Value> {
+        self.lock().record.data().get(key).cloned()
+    }
+
+    /// Stores `value` under `key`. Setting a key to the value it already has does not modify the
+    /// session (express-session compares the data too).
+    pub fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<(), SessionError> {
+        let value = serde_json::to_value(value).map_err(|source| SessionError::Serialize {
+            key: key.to_owned(),
+            source,
+        })?;
+        self.insert_value(key, value)
+    }
+
+    /// Stores a JSON value under `key`. The key `cookie` is reserved by express-session's format.
+    pub fn insert_value(&self, key: &str, value: Value) -> Result<(), SessionError> {
+        if key == COOKIE_KEY {
+            return Err(SessionError::ReservedKey(key.to_owned()));
+        }
+        let mut state = self.lock();
+        if state.record.data().get(key) != Some(&value) {
+            state.record.data_mut().insert(key.to_owned(), value);
+            state.mark_changed(key);
+        }
+        Ok(())
+    }
+
+    /// Removes `key`, returning its value deserialized to `T`.
+    pub fn remove<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
+        match self.remove_value(key) {
+            None => Ok(None),
+            Some(value) => {
+                T::deserialize(value)
+                    .map(Some)
+                    .map_err(|source| SessionError::Deserialize {
+                        key: key.to_owned(),
+                        source,
+                    })
+            }
+        }
+    }
+
+    /// Removes `key`, returning its JSON value.
+    pub fn remove_value(&self, key: &str) -> Option<Value> {
+        let mut state = self.lock();
+        let removed = state.record.data_mut().remove(key);
+        if removed.is_some() {
+            state.mark_changed(key);
+        }
+        removed
+    }
+
+    /// Whether `key` is set.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.lock().record.data().contains_key(key)
+    }
+
+    /// The keys that are set.
+    pub fn keys(&self) -> Vec<String> {
+        self.lock().record.data().keys().cloned().collect()
+    }
+
+    /// Whether the session holds no data.
+    pub fn is_empty(&self) -> bool {
+        self.lock().record.data().is_empty()
+    }
+
+    /// A copy of all the session's data.
+    pub fn data(&self) -> Map<String, Value> {
+        self.lock().record.data().clone()
+    }
+
+    /// Removes every key. The session itself (its id and cookie) stays; see
+    /// [`destroy`](Self::destroy) to end it.
+    pub fn clear(&self) {
+        let mut state = self.lock();
+        let keys: Vec<String> = state.record.data().keys().cloned().collect();
+        state.record.data_mut().clear();
+        for key in keys {
+            state.mark_changed(&key);
+        }
+    }
+
+    /// Gives the session a new id and destroys the old record, starting over with no data
+    /// (express's `req.session.regenerate()`). Call it at login, so an id planted before
+    /// authentication is never the id of an authenticated session (session fixation).
+    pub async fn regenerate(&self) -> Result<(), SessionError> {
+        self.replace_id(false).await
+    }
+
+    /// Gives the session a new id and destroys the old record, keeping the data: the session
+    /// continues under an id nobody could have known before.
+    pub async fn cycle_id(&self) -> Result<(), SessionError> {
+        self.replace_id(true).await
+    }
+
+    async fn replace_id(&self, keep_data: bool) -> Result<(), SessionError> {
+        let stored_id = self.lock().stored_id.clone();
+        if let Some(old) = &stored_id {
+            self.store().destroy(old).await?;
+        }
+        let new_id = self.request.config.generate_id();
+        let mut state = self.lock();
+        let had_client_cookie = !state.is_new || state.stale_client_cookie;
+        if keep_data {
+            let data = state.record.data().clone();
+            let cookie = state.record.cookie().clone();
+            *state = State::new(new_id, Record::from_parts(data, cookie));
+            let keys: Vec<String> = state.record.data().keys().cloned().collect();
+            for key in keys {
+                state.mark_changed(&key);
+            }
+            // Even an empty session must reach the store under its new id.
+            state.unsaved = true;
+            state.modified = true;
+        } else {
+            *state = State::new(new_id, self.request.fresh_record());
+        }
+        state.stale_client_cookie = had_client_cookie;
+        tracing::debug!(keep_data, "session id regenerated");
+        Ok(())
+    }
+
+    /// Deletes the session from the store (express's `req.session.destroy()`). The response removes
+    /// the cookie. Putting data in the session afterwards starts a new session with a new id.
+    pub async fn destroy(&self) -> Result<(), SessionError> {
+        let stored_id = self.lock().stored_id.clone();
+        if let Some(id) = &stored_id {
+            self.store().destroy(id).await?;
+        }
+        let new_id = self.request.config.generate_id();
+        let mut state = self.lock();
+        let had_client_cookie = !state.is_new || state.stale_client_cookie;
+        *state = State::new(new_id, self.request.fresh_record());
+        state.destroyed = true;
+        state.stale_client_cookie = had_client_cookie;
+        tracing::debug!("session destroyed");
+        Ok(())
+    }
+
+    /// Replaces the session's data with what the store holds now, discarding unsaved changes
+    /// (express's `req.session.reload()`). Fails with [`SessionError::NotFound`] when the store has
+    /// no record (never saved, destroyed, or expired).
+    pub async fn reload(&self) -> Result<(), SessionError> {
+        let stored_id = self.lock().stored_id.clone();
+        let Some(id) = stored_id else {
+            return Err(SessionError::NotFound);
+        };
+        let record = self
+            .store()
+            .load(&id)
+            .await?
+            .ok_or(SessionError::NotFound)?;
+        let mut state = self.lock();
+        if state.id == id {
+            state.record = record;
+            state.unsaved = false;
+            state.cookie_changed = false;
+            state.changed_keys.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes the session to the store now (express's `req.session.save()`), for example before a
+    /// long-running operation. Sessions are saved automatically at the end of the request; calling
+    /// this is never required.
+    pub async fn save(&self) -> Result<(), SessionError> {
+        let (id, record, persisted) = {
+            let state = self.lock();
+            (state.id.clone(), state.record.clone(), state.is_persisted())
+        };
+        if persisted {
+            self.store().save(&id, &record).await?;
+        } else {
+            self.store().create(&id, &record).await?;
+        }
+        let mut state = self.lock();
+        if state.id == id {
+            state.mark_saved();
+        }
+        Ok(())
+    }
+
+    /// Restarts the cookie's max age from now (express's `req.session.touch()`). sesame does this on
+    /// every request that uses the session, so handlers rarely need it.
+    pub fn touch(&self) {
+        let mut state = self.lock();
+        state.record.cookie_mut().reset_expiry(sesame_core::now());
+    }
+
+    /// Detaches the session from this request (express's `delete req.session`): nothing is saved
+    /// and no cookie is sent; the stored record is kept or destroyed according to the layer's
+    /// [`unset`](crate::SessionLayerBuilder::unset) option.
+    pub fn detach(&self) {
+        self.lock().detached = true;
+    }
+
+    /// Time left before the session expires (express's `cookie.maxAge`); `None` for a
+    /// browser-session cookie.
+    pub fn max_age(&self) -> Option<Duration> {
+        self.lock().record.cookie().max_age(sesame_core::now())
+    }
+
+    /// The max age the cookie was given (express's `cookie.originalMaxAge`).
+    pub fn original_max_age(&self) -> Option<Duration> {
+        self.lock().record.cookie().original_max_age()
+    }
+
+    /// When the session expires (express's `cookie.expires`); `None` for a browser-session cookie.
+    pub fn expires(&self) -> Option<OffsetDateTime> {
+        self.lock().record.cookie().expires
+    }
+
+    /// Gives this session its own max age from now, e.g. "remember me" at login; `None` makes it a
+    /// browser-session cookie. The new expiry is stored and sent in the cookie.
+    pub fn set_max_age(&self, max_age: Option<Duration>) {
+        let mut state = self.lock();
+        state
+            .record
+            .cookie_mut()
+            .set_max_age(sesame_core::now(), max_age);
+        state.cookie_changed = true;
+        state.unsaved = true;
+    }
+
+    /// Gives this session a fixed expiry time; `None` makes it a browser-session cookie.
+    pub fn set_expires(&self, expires: Option<OffsetDateTime>) {
+        let mut state = self.lock();
+        state
+            .record
+            .cookie_mut()
+            .set_expires(sesame_core::now(), expires);
+        state.cookie_changed = true;
+        state.unsaved = true;
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.lock();
+        f.debug_struct("Session")
+            .field("id", &state.id)
+            .field("is_new", &state.is_new)
+            .field("modified", &state.modified)
+            .field("keys", &state.record.data().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Session {
+    type Rejection = SessionRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let SessionHandle(request) = parts
+            .extensions
+            .get::<SessionHandle>()
+            .cloned()
+            .ok_or(SessionRejection::MissingLayer)?;
+        let state = request.state().await.map_err(SessionRejection::Load)?;
+        Ok(Self { request, state })
+    }
+}
+
+impl RequestSession {
+    /// The session state if a handler used the session during this request.
+    pub(crate) fn used_state(&self) -> Option<&Arc<Mutex<State>>> {
+        self.state.get()
+    }
+}
+
+/// Locks a request's session state from the layer's side.
+pub(crate) fn lock_state(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}

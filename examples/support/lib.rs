@@ -1,0 +1,69 @@
+//! What the example apps share: reading the configuration (secrets, store, port) from the
+//! environment, as a deployed app would.
+#![forbid(unsafe_code)]
+
+use std::error::Error;
+
+use axum_sesame::DynStore;
+
+/// Logging for the examples: `RUST_LOG` if set, else info for the app and debug for sesame's
+/// decisions (load, save, touch, set-cookie).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,axum_sesame=debug"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+/// The session secrets from `SESSION_SECRET`, a comma-separated list (the first signs, all
+/// verify). Without it, a random secret is generated and a warning logged: sessions then end with
+/// the process.
+pub fn secrets_from_env() -> Vec<String> {
+    let configured: Vec<String> = std::env::var("SESSION_SECRET")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|secret| !secret.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if configured.is_empty() {
+        tracing::warn!(
+            "SESSION_SECRET is not set: using a random secret, so sessions end when the server \
+             stops. Set SESSION_SECRET (comma-separated for rotation, first signs) in production."
+        );
+        vec![axum_sesame::core::random_secret()]
+    } else {
+        configured
+    }
+}
+
+/// The store named by `SESAME_STORE` (default `memory`).
+pub async fn store_from_env() -> Result<DynStore, Box<dyn Error>> {
+    let kind = std::env::var("SESAME_STORE").unwrap_or_else(|_| "memory".to_owned());
+    let store = match kind.as_str() {
+        "memory" => DynStore::new(axum_sesame::MemoryStore::new()),
+        other => {
+            return Err(format!("unknown SESAME_STORE {other:?}: expected memory").into());
+        }
+    };
+    tracing::info!(store = kind, "session store ready");
+    Ok(store)
+}
+
+/// The address to listen on: 127.0.0.1 and `PORT` (default 3000).
+pub fn listen_address() -> Result<std::net::SocketAddr, Box<dyn Error>> {
+    let port: u16 = match std::env::var("PORT") {
+        Ok(port) => port
+            .parse()
+            .map_err(|_| format!("PORT {port:?} is not a port number"))?,
+        Err(_) => 3000,
+    };
+    Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C), for graceful shutdown.
+pub async fn shutdown_signal() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        // Without a signal handler, run until killed.
+        std::future::pending::<()>().await;
+    }
+}
