@@ -50,9 +50,14 @@ pub enum SessionError {
     /// The key is reserved: express-session keeps the cookie state under `cookie`.
     #[error("the session key {0:?} is reserved by express-session's record format")]
     ReservedKey(String),
-    /// `reload` found no record: the session was destroyed, has expired, or was never saved.
-    #[error("the session has no record in the store to reload")]
+    /// The store has no record for the session: it was destroyed (perhaps by a concurrent request),
+    /// has expired, or was never saved.
+    #[error("the session has no record in the store")]
     NotFound,
+    /// [`Session::update`](crate::Session::update) lost the race for the key too many times in a
+    /// row.
+    #[error("the session key {0:?} is changed by too many concurrent requests to update it")]
+    Contended(String),
 }
 
 impl SessionError {

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use http::header::HeaderName;
 use http::uri::Scheme;
 use http::{HeaderValue, Request, Response, StatusCode};
-use sesame_core::{CookieOptions, DynStore, Record, SessionId, SessionStore};
+use sesame_core::{CookieOptions, DynStore, Patch, Record, SessionId, SessionStore};
 use tokio::sync::OnceCell;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -195,6 +195,7 @@ enum StoreAction {
     Nothing,
     Create(SessionId, Record),
     Save(SessionId, Record),
+    Patch(SessionId, Patch),
     Touch(SessionId, Record),
     Destroy(SessionId),
 }
@@ -256,7 +257,12 @@ fn decide(
         set_cookie,
         "session decision"
     );
-    let store = if save && persisted {
+    let store = if save && persisted && config.store.capabilities().patch {
+        // Only this request's changes: keys other requests wrote meanwhile survive, and a session
+        // destroyed meanwhile stays destroyed.
+        let keys = state.changed_keys.iter().map(String::as_str);
+        StoreAction::Patch(state.id.clone(), Patch::from_changes(&state.record, keys))
+    } else if save && persisted {
         StoreAction::Save(state.id.clone(), state.record.clone())
     } else if save {
         StoreAction::Create(state.id.clone(), state.record.clone())
@@ -294,6 +300,16 @@ async fn finish<B>(
 
     match action {
         StoreAction::Nothing => {}
+        StoreAction::Patch(id, patch) => {
+            if config.store.patch(&id, &patch).await? {
+                mark_saved(state, &id);
+            } else {
+                // Another request destroyed the session while this one ran: destroy wins, so the
+                // changes are dropped and no cookie for the dead id is sent.
+                tracing::debug!("session destroyed by a concurrent request; changes dropped");
+                return Ok(());
+            }
+        }
         StoreAction::Save(id, record) => {
             config.store.save(&id, &record).await?;
             mark_saved(state, &id);

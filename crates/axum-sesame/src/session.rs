@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use sesame_core::time::OffsetDateTime;
-use sesame_core::{COOKIE_KEY, CookieOptions, Record, SessionId, SessionStore};
+use sesame_core::{COOKIE_KEY, CookieOptions, Patch, Record, SessionId, SessionStore, Swap};
 use tokio::sync::OnceCell;
 
 use crate::config::Config;
@@ -41,6 +41,9 @@ pub struct Session {
     request: Arc<RequestSession>,
     state: Arc<Mutex<State>>,
 }
+
+/// How often [`Session::update`] retries under contention before giving up.
+const UPDATE_ATTEMPTS: usize = 1000;
 
 /// What the layer puts in the request's extensions; the extractor turns it into a [`Session`].
 #[derive(Clone)]
@@ -383,20 +386,111 @@ impl Session {
     /// long-running operation. Sessions are saved automatically at the end of the request; calling
     /// this is never required.
     pub async fn save(&self) -> Result<(), SessionError> {
-        let (id, record, persisted) = {
+        let (id, record, persisted, patch) = {
             let state = self.lock();
-            (state.id.clone(), state.record.clone(), state.is_persisted())
+            let keys = state.changed_keys.iter().map(String::as_str);
+            let patch = Patch::from_changes(&state.record, keys);
+            (
+                state.id.clone(),
+                state.record.clone(),
+                state.is_persisted(),
+                patch,
+            )
         };
-        if persisted {
-            self.store().save(&id, &record).await?;
-        } else {
+        if !persisted {
             self.store().create(&id, &record).await?;
+        } else if self.store().capabilities().patch {
+            if !self.store().patch(&id, &patch).await? {
+                return Err(SessionError::NotFound);
+            }
+        } else {
+            self.store().save(&id, &record).await?;
         }
         let mut state = self.lock();
         if state.id == id {
             state.mark_saved();
         }
         Ok(())
+    }
+
+    /// Atomically changes the value under `key` in the store: `change` gets the current value and
+    /// returns the new one, which is written only if nobody changed the key in between; otherwise
+    /// `change` runs again on the newer value. Concurrent requests updating one key (a counter, a
+    /// cart) therefore never lose an update. Returns the value written.
+    ///
+    /// The update is applied in the store at once (one round trip when uncontended), not at the end
+    /// of the request. For a session not yet in the store, or a store without the compare-and-swap
+    /// capability, it is an ordinary insert saved with the session.
+    ///
+    /// ```
+    /// # use axum_sesame::{Session, SessionError};
+    /// async fn add_to_cart(session: Session) -> Result<String, SessionError> {
+    ///     let items: u32 = session.update("cart_items", |n: Option<u32>| n.unwrap_or(0) + 1).await?;
+    ///     Ok(format!("{items} items"))
+    /// }
+    /// ```
+    pub async fn update<T, F>(&self, key: &str, change: F) -> Result<T, SessionError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: Fn(Option<T>) -> T,
+    {
+        if key == COOKIE_KEY {
+            return Err(SessionError::ReservedKey(key.to_owned()));
+        }
+        let compare_and_swap = self.store().capabilities().compare_and_swap;
+        for _ in 0..UPDATE_ATTEMPTS {
+            let (id, persisted, current) = {
+                let state = self.lock();
+                let current = state.record.data().get(key).cloned();
+                (state.id.clone(), state.is_persisted(), current)
+            };
+            let current_typed = match &current {
+                None => None,
+                Some(value) => {
+                    Some(
+                        T::deserialize(value).map_err(|source| SessionError::Deserialize {
+                            key: key.to_owned(),
+                            source,
+                        })?,
+                    )
+                }
+            };
+            let next = change(current_typed);
+            let next_value =
+                serde_json::to_value(&next).map_err(|source| SessionError::Serialize {
+                    key: key.to_owned(),
+                    source,
+                })?;
+            if !persisted || !compare_and_swap {
+                self.insert_value(key, next_value)?;
+                return Ok(next);
+            }
+            let outcome = self
+                .store()
+                .compare_and_swap(&id, key, current.as_ref(), Some(&next_value))
+                .await?;
+            let mut state = self.lock();
+            if state.id != id {
+                // The session was regenerated meanwhile; start over on the new one.
+                continue;
+            }
+            // The store now holds the authoritative value: no need to write it again at the end.
+            state.changed_keys.retain(|k| k != key);
+            match outcome {
+                Swap::Done => {
+                    state.record.data_mut().insert(key.to_owned(), next_value);
+                    return Ok(next);
+                }
+                Swap::Changed(Some(newer)) => {
+                    state.record.data_mut().insert(key.to_owned(), newer);
+                }
+                Swap::Changed(None) => {
+                    state.record.data_mut().remove(key);
+                }
+                Swap::Missing => return Err(SessionError::NotFound),
+            }
+        }
+        Err(SessionError::Contended(key.to_owned()))
     }
 
     /// Restarts the cookie's max age from now (express's `req.session.touch()`). sesame does this on

@@ -29,7 +29,7 @@ async fn new_unmodified_session_is_not_saved_and_gets_no_cookie() {
     assert_eq!(reply.set_cookie(), None);
     assert_eq!(
         store.counts.snapshot(),
-        (0, 0, 0, 0, 0),
+        Calls::default(),
         "no store I/O at all"
     );
 }
@@ -40,7 +40,14 @@ async fn save_uninitialized_saves_and_sends_a_new_unmodified_session() {
     let app = app(builder().save_uninitialized(true), store.clone());
     let reply = get_path(&app, "/read", None).await;
     let pair = reply.cookie_pair();
-    assert_eq!(store.counts.snapshot(), (0, 0, 1, 0, 0), "one create");
+    assert_eq!(
+        store.counts.snapshot(),
+        Calls {
+            creates: 1,
+            ..Calls::default()
+        },
+        "one create"
+    );
     let id = SessionId::parse(&id_of(&pair)).unwrap();
     assert!(store.inner.load(&id).await.unwrap().is_some());
 }
@@ -53,7 +60,13 @@ async fn new_modified_session_is_created_and_its_cookie_sent() {
     let set_cookie = reply.set_cookie().unwrap();
     assert!(set_cookie.starts_with("connect.sid=s%3A"), "{set_cookie}");
     assert!(set_cookie.ends_with("; Path=/; HttpOnly"), "{set_cookie}");
-    assert_eq!(store.counts.snapshot(), (0, 0, 1, 0, 0));
+    assert_eq!(
+        store.counts.snapshot(),
+        Calls {
+            creates: 1,
+            ..Calls::default()
+        }
+    );
     // The cookie verifies under the secret, and the record is express-session's JSON.
     let value = reply.cookie_pair().split_once('=').unwrap().1.to_owned();
     let id = KeyRing::new([SECRET])
@@ -80,7 +93,12 @@ async fn existing_unmodified_session_is_touched_not_saved_and_gets_no_cookie() {
     assert_eq!(reply.set_cookie(), None);
     assert_eq!(
         store.counts.snapshot(),
-        (1, 0, 1, 1, 0),
+        Calls {
+            loads: 1,
+            creates: 1,
+            touches: 1,
+            ..Calls::default()
+        },
         "load + touch only"
     );
 }
@@ -94,7 +112,12 @@ async fn setting_a_key_to_its_value_is_not_a_modification() {
     assert_eq!(reply.body, "n=1");
     assert_eq!(
         store.counts.snapshot(),
-        (1, 0, 1, 1, 0),
+        Calls {
+            loads: 1,
+            creates: 1,
+            touches: 1,
+            ..Calls::default()
+        },
         "touched, not saved"
     );
 }
@@ -106,7 +129,16 @@ async fn existing_modified_session_is_saved_without_cookie_when_browser_session(
     let pair = start(&app).await;
     let reply = get_path(&app, "/write", Some(&pair)).await;
     assert_eq!(reply.body, "n=2");
-    assert_eq!(store.counts.snapshot(), (1, 1, 1, 0, 0), "load + save");
+    assert_eq!(
+        store.counts.snapshot(),
+        Calls {
+            loads: 1,
+            creates: 1,
+            patches: 1,
+            ..Calls::default()
+        },
+        "load + one patch (one round trip)"
+    );
     // express-session re-sends the cookie of a modified session only when it has an expiry.
     assert_eq!(reply.set_cookie(), None);
     assert_eq!(get_path(&app, "/read", Some(&pair)).await.body, "n=2");
@@ -137,8 +169,13 @@ async fn resave_saves_an_unmodified_session() {
     get_path(&app, "/read", Some(&pair)).await;
     assert_eq!(
         store.counts.snapshot(),
-        (1, 1, 1, 0, 0),
-        "saved, not touched"
+        Calls {
+            loads: 1,
+            creates: 1,
+            patches: 1,
+            ..Calls::default()
+        },
+        "written (as an empty patch that moves the expiry), not touched"
     );
 }
 
@@ -638,7 +675,10 @@ async fn an_explicit_save_is_not_repeated_at_the_end() {
     );
     assert_eq!(
         store.counts.snapshot(),
-        (0, 0, 1, 0, 0),
+        Calls {
+            creates: 1,
+            ..Calls::default()
+        },
         "one create, no second write"
     );
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sesame_core::{CookieState, Error, Record, SessionId, SessionStore};
+use sesame_core::{CookieState, Error, Patch, Record, SessionId, SessionStore, Swap};
 
 use crate::Fixture;
 
@@ -291,4 +291,273 @@ pub async fn clear_empties_the_store<F: Fixture>(_: &F, store: F::Store) {
     store.clear().await.expect("clear");
     assert_eq!(store.len().await.expect("len"), 0);
     assert!(store.ids().await.expect("ids").is_empty());
+}
+
+/// How many concurrent writers the concurrency checks race.
+const WRITERS: usize = 100;
+
+fn patch_setting(key: &str, value: Value) -> Patch {
+    let mut patch = Patch::new(sample_record(HOUR).cookie().clone());
+    patch.set(key, value);
+    patch
+}
+
+/// With the patch capability: a patch applies to the record as stored now, keeping keys another
+/// writer changed, and removes what it removes.
+pub async fn patch_keeps_keys_written_meanwhile<F: Fixture>(_: &F, store: F::Store) {
+    if !store.capabilities().patch {
+        return;
+    }
+    let id = SessionId::generate();
+    let mut record = sample_record(HOUR);
+    record.data_mut().insert("a".into(), json!(1));
+    store.save(&id, &record).await.expect("save");
+    assert!(
+        store
+            .patch(&id, &patch_setting("b", json!(2)))
+            .await
+            .expect("patch")
+    );
+    let mut second = patch_setting("c", json!({"deep": [3]}));
+    second.remove("a");
+    assert!(store.patch(&id, &second).await.expect("patch"));
+    let loaded = store.load(&id).await.expect("load").expect("a record");
+    assert_eq!(loaded.data().get("a"), None, "removed by the second patch");
+    assert_eq!(
+        loaded.data().get("b"),
+        Some(&json!(2)),
+        "kept from the first patch"
+    );
+    assert_eq!(loaded.data().get("c"), Some(&json!({"deep": [3]})));
+    assert_eq!(
+        loaded.data().get("nested"),
+        record.data().get("nested"),
+        "untouched keys kept"
+    );
+}
+
+/// With the patch capability: many concurrent patches on one session, each setting its own key,
+/// leave every key.
+pub async fn concurrent_patches_lose_nothing<F: Fixture>(_: &F, store: F::Store) {
+    if !store.capabilities().patch {
+        return;
+    }
+    let store = Arc::new(store);
+    let id = SessionId::generate();
+    store.save(&id, &sample_record(HOUR)).await.expect("save");
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|n| {
+            let (store, id) = (Arc::clone(&store), id.clone());
+            tokio::spawn(async move {
+                store
+                    .patch(&id, &patch_setting(&format!("key{n}"), json!(n)))
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert!(
+            task.await.expect("task").expect("patch"),
+            "the record exists"
+        );
+    }
+    let loaded = store.load(&id).await.expect("load").expect("a record");
+    for n in 0..WRITERS {
+        assert_eq!(
+            loaded.data().get(&format!("key{n}")),
+            Some(&json!(n)),
+            "key{n} was lost to a concurrent write"
+        );
+    }
+}
+
+/// With the patch capability: a patch never creates a record, so a destroyed (or expired) session
+/// stays gone; and a patch moves the expiry.
+pub async fn patch_never_recreates_and_moves_expiry<F: Fixture>(_: &F, store: F::Store) {
+    if !store.capabilities().patch {
+        return;
+    }
+    let id = SessionId::generate();
+    assert!(
+        !store
+            .patch(&id, &patch_setting("x", json!(1)))
+            .await
+            .expect("patch")
+    );
+    assert!(
+        store.load(&id).await.expect("load").is_none(),
+        "a patch created a record"
+    );
+    store.save(&id, &sample_record(HOUR)).await.expect("save");
+    store.destroy(&id).await.expect("destroy");
+    assert!(
+        !store
+            .patch(&id, &patch_setting("x", json!(1)))
+            .await
+            .expect("patch")
+    );
+    assert!(
+        store.load(&id).await.expect("load").is_none(),
+        "a patch revived a destroyed record"
+    );
+
+    let short = SessionId::generate();
+    store
+        .save(&short, &sample_record(HOUR))
+        .await
+        .expect("save");
+    let mut expiring = Patch::new(sample_record(SHORT).cookie().clone());
+    expiring.set("x", json!(1));
+    assert!(store.patch(&short, &expiring).await.expect("patch"));
+    wait_past_short_expiry().await;
+    assert!(
+        store.load(&short).await.expect("load").is_none(),
+        "the patch's expiry applies"
+    );
+}
+
+/// With the patch capability: a destroy racing with many patches leaves no session.
+pub async fn destroy_wins_over_concurrent_patches<F: Fixture>(_: &F, store: F::Store) {
+    if !store.capabilities().patch {
+        return;
+    }
+    let store = Arc::new(store);
+    let id = SessionId::generate();
+    store.save(&id, &sample_record(HOUR)).await.expect("save");
+    let mut tasks = Vec::new();
+    for n in 0..WRITERS {
+        let (store, id) = (Arc::clone(&store), id.clone());
+        tasks.push(tokio::spawn(async move {
+            if n == WRITERS / 2 {
+                store.destroy(&id).await.map(|()| true)
+            } else {
+                store
+                    .patch(&id, &patch_setting(&format!("key{n}"), json!(n)))
+                    .await
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task").expect("patch or destroy");
+    }
+    assert!(
+        store.load(&id).await.expect("load").is_none(),
+        "an in-flight patch brought a destroyed session back"
+    );
+}
+
+/// Increments `key` with a compare-and-swap loop, as `Session::update` does.
+async fn increment<S: SessionStore>(store: &S, id: &SessionId, key: &str) -> u64 {
+    let mut current: Option<Value> = None;
+    for _ in 0..10_000 {
+        let next = current.as_ref().and_then(Value::as_u64).unwrap_or(0) + 1;
+        match store
+            .compare_and_swap(id, key, current.as_ref(), Some(&json!(next)))
+            .await
+            .expect("compare_and_swap")
+        {
+            Swap::Done => return next,
+            Swap::Changed(now) => current = now,
+            Swap::Missing => panic!("the record disappeared"),
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("compare_and_swap never succeeded");
+}
+
+/// With the compare-and-swap capability: its outcomes, JSON equality, and no creation.
+pub async fn compare_and_swap_semantics<F: Fixture>(_: &F, store: F::Store) {
+    if !store.capabilities().compare_and_swap {
+        return;
+    }
+    let id = SessionId::generate();
+    assert_eq!(
+        store
+            .compare_and_swap(&id, "k", None, Some(&json!(1)))
+            .await
+            .expect("cas"),
+        Swap::Missing
+    );
+    assert!(
+        store.load(&id).await.expect("load").is_none(),
+        "compare_and_swap created a record"
+    );
+    let mut record = sample_record(HOUR);
+    record
+        .data_mut()
+        .insert("obj".into(), json!({"a": 1, "b": [1, 2]}));
+    store.save(&id, &record).await.expect("save");
+    let swap = |expected: Option<Value>, new: Option<Value>, key: &'static str| {
+        let (store, id) = (&store, &id);
+        async move {
+            store
+                .compare_and_swap(id, key, expected.as_ref(), new.as_ref())
+                .await
+                .expect("cas")
+        }
+    };
+    assert_eq!(
+        swap(None, Some(json!(1)), "k").await,
+        Swap::Done,
+        "absent as expected"
+    );
+    assert_eq!(
+        swap(None, Some(json!(2)), "k").await,
+        Swap::Changed(Some(json!(1)))
+    );
+    assert_eq!(swap(Some(json!(1)), Some(json!(2)), "k").await, Swap::Done);
+    assert_eq!(
+        swap(Some(json!(2)), None, "k").await,
+        Swap::Done,
+        "a swap to None removes"
+    );
+    assert_eq!(
+        swap(Some(json!(2)), Some(json!(3)), "k").await,
+        Swap::Changed(None)
+    );
+    // Equality is JSON equality: object key order does not matter.
+    let reordered: Value = serde_json::from_str(r#"{"b":[1,2],"a":1}"#).expect("json");
+    assert_eq!(
+        swap(Some(reordered), Some(json!("new")), "obj").await,
+        Swap::Done
+    );
+    let loaded = store.load(&id).await.expect("load").expect("a record");
+    assert_eq!(loaded.data().get("obj"), Some(&json!("new")));
+    assert_eq!(loaded.data().get("k"), None);
+    assert_eq!(
+        loaded.data().get("nested"),
+        record.data().get("nested"),
+        "other keys kept"
+    );
+}
+
+/// With the compare-and-swap capability: many concurrent increments of one key all count.
+pub async fn concurrent_increments_all_count<F: Fixture>(_: &F, store: F::Store) {
+    if !store.capabilities().compare_and_swap {
+        return;
+    }
+    let store = Arc::new(store);
+    let id = SessionId::generate();
+    store.save(&id, &sample_record(HOUR)).await.expect("save");
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|_| {
+            let (store, id) = (Arc::clone(&store), id.clone());
+            tokio::spawn(async move { increment(&*store, &id, "count").await })
+        })
+        .collect();
+    let mut results = BTreeSet::new();
+    for task in tasks {
+        results.insert(task.await.expect("task"));
+    }
+    assert_eq!(
+        results.len(),
+        WRITERS,
+        "every increment saw a distinct value"
+    );
+    let loaded = store.load(&id).await.expect("load").expect("a record");
+    assert_eq!(
+        loaded.data().get("count"),
+        Some(&json!(WRITERS)),
+        "no increment lost"
+    );
 }

@@ -157,6 +157,12 @@ macro_rules! store_tests {
             large_record_round_trip,
             listing_sees_live_sessions_only,
             clear_empties_the_store,
+            patch_keeps_keys_written_meanwhile,
+            concurrent_patches_lose_nothing,
+            patch_never_recreates_and_moves_expiry,
+            destroy_wins_over_concurrent_patches,
+            compare_and_swap_semantics,
+            concurrent_increments_all_count,
         );
     };
 }

@@ -19,6 +19,7 @@ mod cookie;
 mod error;
 mod id;
 mod keys;
+mod patch;
 mod record;
 mod store;
 
@@ -28,6 +29,7 @@ pub use id::{InvalidSessionId, MAX_ID_LEN, SessionId, random_secret};
 pub use keys::{
     KeyRing, KeyRingError, MAX_COOKIE_VALUE_LEN, decode_uri_component, encode_uri_component,
 };
+pub use patch::{Patch, Swap};
 pub use record::{COOKIE_KEY, CookieState, Record};
 pub use store::{Capabilities, DynStore, SessionStore};
 
@@ -41,3 +43,6 @@ pub fn now() -> time::OffsetDateTime {
 
 /// Re-export of the `time` crate, whose `OffsetDateTime` appears in sesame's API.
 pub use time;
+
+/// Re-export of `serde_json`, whose `Value` and `Map` hold session data in sesame's API.
+pub use serde_json;

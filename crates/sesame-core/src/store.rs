@@ -4,7 +4,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::{Error, Record, Result, SessionId};
+use serde_json::Value;
+
+use crate::{Error, Patch, Record, Result, SessionId, Swap};
 
 /// What a store offers beyond the required operations.
 ///
@@ -14,11 +16,34 @@ use crate::{Error, Record, Result, SessionId};
 pub struct Capabilities {
     /// `ids`, `all`, `len` and `clear` are implemented.
     pub listing: bool,
+    /// `patch` is implemented: per-key changes applied atomically, so concurrent requests on one
+    /// session do not overwrite each other, and a destroyed session is never brought back.
+    pub patch: bool,
+    /// `compare_and_swap` is implemented: atomic read-modify-write of one key.
+    pub compare_and_swap: bool,
 }
 
 impl Capabilities {
     /// No optional capability.
-    pub const NONE: Self = Self { listing: false };
+    pub const NONE: Self = Self {
+        listing: false,
+        patch: false,
+        compare_and_swap: false,
+    };
+
+    /// Adds the patch capability.
+    #[must_use]
+    pub const fn with_patch(mut self) -> Self {
+        self.patch = true;
+        self
+    }
+
+    /// Adds the compare-and-swap capability.
+    #[must_use]
+    pub const fn with_compare_and_swap(mut self) -> Self {
+        self.compare_and_swap = true;
+        self
+    }
 
     /// Adds the listing capability.
     #[must_use]
@@ -92,6 +117,32 @@ pub trait SessionStore: Send + Sync + 'static {
         let store = self.name();
         async move { Err(not_supported(store, "clear")) }
     }
+
+    /// Applies `patch` to the record under `id` as it is stored *now*, atomically: keys another
+    /// writer changed meanwhile are kept, and the record's expiry becomes the patch's. Returns
+    /// `false`, writing nothing, when there is no live record (destroyed or expired): a patch never
+    /// brings a session back. (Optional: [`Capabilities::patch`].)
+    fn patch(&self, id: &SessionId, patch: &Patch) -> impl Future<Output = Result<bool>> + Send {
+        let _ = (id, patch);
+        let store = self.name();
+        async move { Err(not_supported(store, "patch")) }
+    }
+
+    /// Atomically sets `key` of the record under `id` to `new` (`None` removes it) if its current
+    /// value equals `expected` (`None`: absent), comparing as JSON values (object key order does
+    /// not matter). The record's expiry is left as it is. (Optional:
+    /// [`Capabilities::compare_and_swap`].)
+    fn compare_and_swap(
+        &self,
+        id: &SessionId,
+        key: &str,
+        expected: Option<&Value>,
+        new: Option<&Value>,
+    ) -> impl Future<Output = Result<Swap>> + Send {
+        let _ = (id, key, expected, new);
+        let store = self.name();
+        async move { Err(not_supported(store, "compare_and_swap")) }
+    }
 }
 
 fn not_supported(store: &'static str, operation: &'static str) -> Error {
@@ -132,6 +183,18 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
     fn clear(&self) -> impl Future<Output = Result<()>> + Send {
         (**self).clear()
     }
+    fn patch(&self, id: &SessionId, patch: &Patch) -> impl Future<Output = Result<bool>> + Send {
+        (**self).patch(id, patch)
+    }
+    fn compare_and_swap(
+        &self,
+        id: &SessionId,
+        key: &str,
+        expected: Option<&Value>,
+        new: Option<&Value>,
+    ) -> impl Future<Output = Result<Swap>> + Send {
+        (**self).compare_and_swap(id, key, expected, new)
+    }
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -149,6 +212,14 @@ trait ErasedStore: Send + Sync + 'static {
     fn all(&self) -> BoxFuture<'_, Result<Vec<(SessionId, Record)>>>;
     fn len(&self) -> BoxFuture<'_, Result<usize>>;
     fn clear(&self) -> BoxFuture<'_, Result<()>>;
+    fn patch<'a>(&'a self, id: &'a SessionId, patch: &'a Patch) -> BoxFuture<'a, Result<bool>>;
+    fn compare_and_swap<'a>(
+        &'a self,
+        id: &'a SessionId,
+        key: &'a str,
+        expected: Option<&'a Value>,
+        new: Option<&'a Value>,
+    ) -> BoxFuture<'a, Result<Swap>>;
 }
 
 impl<S: SessionStore> ErasedStore for S {
@@ -184,6 +255,18 @@ impl<S: SessionStore> ErasedStore for S {
     }
     fn clear(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(SessionStore::clear(self))
+    }
+    fn patch<'a>(&'a self, id: &'a SessionId, patch: &'a Patch) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(SessionStore::patch(self, id, patch))
+    }
+    fn compare_and_swap<'a>(
+        &'a self,
+        id: &'a SessionId,
+        key: &'a str,
+        expected: Option<&'a Value>,
+        new: Option<&'a Value>,
+    ) -> BoxFuture<'a, Result<Swap>> {
+        Box::pin(SessionStore::compare_and_swap(self, id, key, expected, new))
     }
 }
 
@@ -247,5 +330,17 @@ impl SessionStore for DynStore {
     }
     fn clear(&self) -> impl Future<Output = Result<()>> + Send {
         self.0.clear()
+    }
+    async fn patch(&self, id: &SessionId, patch: &Patch) -> Result<bool> {
+        self.0.patch(id, patch).await
+    }
+    async fn compare_and_swap(
+        &self,
+        id: &SessionId,
+        key: &str,
+        expected: Option<&Value>,
+        new: Option<&Value>,
+    ) -> Result<Swap> {
+        self.0.compare_and_swap(id, key, expected, new).await
     }
 }

@@ -27,8 +27,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Duration;
 
+use sesame_core::serde_json::Value;
 use sesame_core::time::OffsetDateTime;
-use sesame_core::{Capabilities, Error, Record, Result, SessionId, SessionStore};
+use sesame_core::{Capabilities, Error, Patch, Record, Result, SessionId, SessionStore, Swap};
 
 const STORE_NAME: &str = "memory";
 
@@ -297,7 +298,49 @@ impl SessionStore for MemoryStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::NONE.with_listing()
+        Capabilities::NONE
+            .with_listing()
+            .with_patch()
+            .with_compare_and_swap()
+    }
+
+    /// Applies the patch under the shard's write lock: atomic against every other write.
+    async fn patch(&self, id: &SessionId, patch: &Patch) -> Result<bool> {
+        let now = sesame_core::now();
+        let mut map = self.write(id);
+        let Some(entry) = map.get_mut(id).filter(|entry| entry.expires_at > now) else {
+            return Ok(false);
+        };
+        patch.apply_to(&mut entry.record);
+        entry.expires_at = entry.record.expiry(now, self.inner.default_ttl);
+        if entry.expires_at <= now {
+            map.remove(id);
+        }
+        Ok(true)
+    }
+
+    async fn compare_and_swap(
+        &self,
+        id: &SessionId,
+        key: &str,
+        expected: Option<&Value>,
+        new: Option<&Value>,
+    ) -> Result<Swap> {
+        let now = sesame_core::now();
+        let mut map = self.write(id);
+        let Some(entry) = map.get_mut(id).filter(|entry| entry.expires_at > now) else {
+            return Ok(Swap::Missing);
+        };
+        let data = entry.record.data_mut();
+        // serde_json's Value equality ignores object key order, as the contract asks.
+        if data.get(key) != expected {
+            return Ok(Swap::Changed(data.get(key).cloned()));
+        }
+        match new {
+            Some(value) => data.insert(key.to_owned(), value.clone()),
+            None => data.remove(key),
+        };
+        Ok(Swap::Done)
     }
 
     async fn ids(&self) -> Result<Vec<SessionId>> {

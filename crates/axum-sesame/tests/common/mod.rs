@@ -9,7 +9,10 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::Query;
 use axum::routing::get;
-use axum_sesame::core::{Error, Record, Result, SessionId, SessionStore};
+use axum_sesame::core::serde_json::Value;
+use axum_sesame::core::{
+    Capabilities, Error, Patch, Record, Result, SessionId, SessionStore, Swap,
+};
 use axum_sesame::{Flash, MemoryStore, Session, SessionError, SessionLayerBuilder};
 use http::{Request, Response, header};
 use http_body_util::BodyExt;
@@ -31,25 +34,40 @@ pub struct Counts {
     pub loads: AtomicUsize,
     pub saves: AtomicUsize,
     pub creates: AtomicUsize,
+    pub patches: AtomicUsize,
+    pub swaps: AtomicUsize,
     pub touches: AtomicUsize,
     pub destroys: AtomicUsize,
 }
 
+/// Store calls by kind; each is one round trip to a server store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Calls {
+    pub loads: usize,
+    pub saves: usize,
+    pub creates: usize,
+    pub patches: usize,
+    pub swaps: usize,
+    pub touches: usize,
+    pub destroys: usize,
+}
+
 impl Counts {
-    /// (loads, saves, creates, touches, destroys)
-    pub fn snapshot(&self) -> (usize, usize, usize, usize, usize) {
-        (
-            self.loads.load(Ordering::SeqCst),
-            self.saves.load(Ordering::SeqCst),
-            self.creates.load(Ordering::SeqCst),
-            self.touches.load(Ordering::SeqCst),
-            self.destroys.load(Ordering::SeqCst),
-        )
+    pub fn snapshot(&self) -> Calls {
+        Calls {
+            loads: self.loads.load(Ordering::SeqCst),
+            saves: self.saves.load(Ordering::SeqCst),
+            creates: self.creates.load(Ordering::SeqCst),
+            patches: self.patches.load(Ordering::SeqCst),
+            swaps: self.swaps.load(Ordering::SeqCst),
+            touches: self.touches.load(Ordering::SeqCst),
+            destroys: self.destroys.load(Ordering::SeqCst),
+        }
     }
 
     pub fn total(&self) -> usize {
-        let (a, b, c, d, e) = self.snapshot();
-        a + b + c + d + e
+        let c = self.snapshot();
+        c.loads + c.saves + c.creates + c.patches + c.swaps + c.touches + c.destroys
     }
 }
 
@@ -76,6 +94,23 @@ impl SessionStore for CountingStore {
     }
     fn name(&self) -> &'static str {
         "counting"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn patch(&self, id: &SessionId, patch: &Patch) -> Result<bool> {
+        self.counts.patches.fetch_add(1, Ordering::SeqCst);
+        self.inner.patch(id, patch).await
+    }
+    async fn compare_and_swap(
+        &self,
+        id: &SessionId,
+        key: &str,
+        expected: Option<&Value>,
+        new: Option<&Value>,
+    ) -> Result<Swap> {
+        self.counts.swaps.fetch_add(1, Ordering::SeqCst);
+        self.inner.compare_and_swap(id, key, expected, new).await
     }
 }
 
