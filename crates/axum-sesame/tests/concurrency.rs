@@ -1,5 +1,6 @@
 //! No lost updates: concurrent requests on one session, through the router, on the memory store.
 //! (`sesame-conformance` runs the same races against every store directly.)
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 mod common;
 
