@@ -105,7 +105,12 @@ fn pair(set_cookie: &str) -> String {
 #[test]
 fn the_count_rises_with_the_cookie_and_a_tampered_cookie_starts_over() {
     let port = free_port();
-    let _server = start_counter(port, Some("new secret,old secret"));
+    let _server = start_counter(
+        port,
+        Some(
+            "a new secret of at least thirty-two bytes,an old secret of at least thirty-two bytes",
+        ),
+    );
 
     let first = get(port, None);
     assert_eq!((first.status, first.body.as_str()), (200, "views: 1"));

@@ -2,13 +2,42 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::request::Parts;
-use sesame_core::{CookieOptions, DynStore, KeyRing, SessionId, SessionStore};
+use sesame_core::{CookieOptions, DynStore, IdHasher, KeyRing, Record, SessionId, SessionStore};
 
 use crate::cookies::is_valid_cookie_name;
 use crate::error::ConfigError;
+use crate::guard::GuardedStore;
 use crate::layer::SessionLayer;
+
+/// The default bound on each store call.
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a request gets when the store fails or exceeds its timeout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnStoreError {
+    /// Fail closed: answer `503 Service Unavailable` with a short body (or `500` for errors that
+    /// are not an outage) and log the error with its source. The default: nothing is silently lost.
+    #[default]
+    FailClosed,
+    /// Carry on without a session: a handler gets a fresh session that is never saved and sends
+    /// no cookie, and a failed save keeps the handler's response; a warning is logged. For pages
+    /// that work for anonymous users anyway.
+    ContinueWithoutSession,
+}
+
+/// What happens when a stored record cannot be decoded (corrupt, or written by something else).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnCorruptRecord {
+    /// Treat it as no session: a new session with a new id (the record stays in the store, where
+    /// it expires; nothing is deleted), and log a warning. The default.
+    #[default]
+    StartNew,
+    /// Fail the request with `500`, logging the decode error.
+    Fail,
+}
 
 /// What detaching a session from a request ([`Session::detach`](crate::Session::detach),
 /// express's `delete req.session`) does to its stored record.
@@ -42,10 +71,29 @@ pub(crate) struct Config {
     pub(crate) genid: Option<GenId>,
     pub(crate) unset: Unset,
     pub(crate) cookie: CookieSource,
-    pub(crate) store: DynStore,
+    pub(crate) store: GuardedStore,
+    pub(crate) on_store_error: OnStoreError,
+    pub(crate) on_corrupt_record: OnCorruptRecord,
+    pub(crate) max_record_size: Option<usize>,
 }
 
 impl Config {
+    /// Refuses a record over the configured size limit, before it reaches the store.
+    pub(crate) fn check_size(&self, record: &Record) -> Result<(), sesame_core::Error> {
+        let Some(limit) = self.max_record_size else {
+            return Ok(());
+        };
+        let size = record.to_json_vec()?.len();
+        if size > limit {
+            return Err(sesame_core::Error::TooLarge {
+                store: self.store.name(),
+                size,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
     /// A new session id: from the custom generator when there is one and it returns a usable id,
     /// from the CSPRNG otherwise.
     pub(crate) fn generate_id(&self) -> SessionId {
@@ -74,7 +122,11 @@ impl fmt::Debug for Config {
             .field("proxy", &self.proxy)
             .field("genid", &self.genid.as_ref().map(|_| "custom"))
             .field("unset", &self.unset)
-            .field("store", &self.store)
+            .field("store", &self.store.inner)
+            .field("store_timeout", &self.store.timeout)
+            .field("on_store_error", &self.on_store_error)
+            .field("on_corrupt_record", &self.on_corrupt_record)
+            .field("max_record_size", &self.max_record_size)
             .finish_non_exhaustive()
     }
 }
@@ -108,6 +160,13 @@ pub struct SessionLayerBuilder {
     unset: Unset,
     cookie: CookieSource,
     store: Option<DynStore>,
+    private_cookies: bool,
+    allow_short_secrets: bool,
+    id_hash_key: Option<Vec<u8>>,
+    store_timeout: Option<Duration>,
+    on_store_error: OnStoreError,
+    on_corrupt_record: OnCorruptRecord,
+    max_record_size: Option<usize>,
 }
 
 impl Default for SessionLayerBuilder {
@@ -123,12 +182,20 @@ impl Default for SessionLayerBuilder {
             unset: Unset::Keep,
             cookie: CookieSource::Fixed(Arc::new(CookieOptions::default())),
             store: None,
+            private_cookies: false,
+            allow_short_secrets: false,
+            id_hash_key: None,
+            store_timeout: Some(DEFAULT_STORE_TIMEOUT),
+            on_store_error: OnStoreError::FailClosed,
+            on_corrupt_record: OnCorruptRecord::StartNew,
+            max_record_size: None,
         }
     }
 }
 
 impl SessionLayerBuilder {
-    /// The secret that signs and verifies session cookies. Required. Calling it again adds another
+    /// The secret that signs and verifies session cookies: at least 32 random bytes (see
+    /// [`allow_short_secrets`](Self::allow_short_secrets)). Required. Calling it again adds another
     /// secret: the first signs, all verify (see [`secrets`](Self::secrets)).
     pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
         self.secrets.push(secret.as_ref().to_vec());
@@ -212,6 +279,60 @@ impl SessionLayerBuilder {
         self
     }
 
+    /// Encrypt the session id in the cookie (AES-256-GCM, keys derived from the secrets, the first
+    /// sealing and all opening) instead of only signing it, so the cookie reveals nothing. Default
+    /// `false`; express-session cannot read private cookies.
+    pub fn private_cookies(mut self, private: bool) -> Self {
+        self.private_cookies = private;
+        self
+    }
+
+    /// Accept secrets shorter than 32 bytes. Only for sharing cookies with an existing Express app
+    /// whose secret cannot change yet: a short secret can be brute-forced from one cookie.
+    pub fn allow_short_secrets(mut self, allow: bool) -> Self {
+        self.allow_short_secrets = allow;
+        self
+    }
+
+    /// Store records under a keyed hash of the session id (HMAC-SHA256 with `key`, at least 32
+    /// bytes) instead of the id itself, so a leaked store dump cannot be replayed as cookies. Keep
+    /// the key stable: changing it orphans every session. An Express app sharing the store cannot
+    /// find hashed records, so leave this off during a migration.
+    pub fn hash_ids_at_rest(mut self, key: impl AsRef<[u8]>) -> Self {
+        self.id_hash_key = Some(key.as_ref().to_vec());
+        self
+    }
+
+    /// The bound on each store call (default 5 seconds); past it the call fails with a timeout,
+    /// handled as [`on_store_error`](Self::on_store_error) says. `None` waits as long as the store
+    /// does.
+    pub fn store_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.store_timeout = timeout;
+        self
+    }
+
+    /// What a request gets when the store fails or times out (default
+    /// [`OnStoreError::FailClosed`]).
+    pub fn on_store_error(mut self, policy: OnStoreError) -> Self {
+        self.on_store_error = policy;
+        self
+    }
+
+    /// What happens when a stored record cannot be decoded (default
+    /// [`OnCorruptRecord::StartNew`]).
+    pub fn on_corrupt_record(mut self, policy: OnCorruptRecord) -> Self {
+        self.on_corrupt_record = policy;
+        self
+    }
+
+    /// Refuse to save a session whose record (as express-session's JSON) exceeds `bytes`; the
+    /// request fails with `500` and a clear error in the log instead of the store silently
+    /// truncating or rejecting it. Default: no limit.
+    pub fn max_record_size(mut self, bytes: usize) -> Self {
+        self.max_record_size = Some(bytes);
+        self
+    }
+
     /// The store (default: a new [`MemoryStore`](crate::MemoryStore) with the `memory` feature).
     pub fn store(mut self, store: impl SessionStore) -> Self {
         self.store = Some(DynStore::new(store));
@@ -224,10 +345,17 @@ impl SessionLayerBuilder {
     /// secret, or with an invalid cookie name. Without the `memory` feature a store is required too;
     /// with it, a missing store is a new `MemoryStore`.
     pub fn build(self) -> Result<SessionLayer, ConfigError> {
-        let keys = KeyRing::new(&self.secrets)?;
+        let keys = KeyRing::builder()
+            .private(self.private_cookies)
+            .allow_short_secrets(self.allow_short_secrets)
+            .build(&self.secrets)?;
         if !is_valid_cookie_name(&self.name) {
             return Err(ConfigError::InvalidCookieName(self.name));
         }
+        if let CookieSource::Fixed(options) = &self.cookie {
+            check_prefix(&self.name, options)?;
+        }
+        let id_hasher = self.id_hash_key.map(IdHasher::new).transpose()?;
         let store = match self.store {
             Some(store) => store,
             None => default_store()?,
@@ -242,8 +370,41 @@ impl SessionLayerBuilder {
             genid: self.genid,
             unset: self.unset,
             cookie: self.cookie,
-            store,
+            store: GuardedStore {
+                inner: store,
+                timeout: self.store_timeout,
+                id_hasher,
+            },
+            on_store_error: self.on_store_error,
+            on_corrupt_record: self.on_corrupt_record,
+            max_record_size: self.max_record_size,
         }))
+    }
+}
+
+/// Checks the rules browsers enforce for prefixed cookie names: `__Secure-` needs `Secure`;
+/// `__Host-` needs `Secure`, `Path=/` and no `Domain`. A violating cookie would be silently
+/// dropped by the browser, so it is a configuration error here.
+pub(crate) fn check_prefix(name: &str, options: &CookieOptions) -> Result<(), ConfigError> {
+    let always_secure = options.secure_value() == sesame_core::Secure::Always;
+    let problem = if name.starts_with("__Host-") {
+        if !always_secure {
+            Some("a __Host- cookie must be Secure (Secure::Always)")
+        } else if options.path_value() != "/" {
+            Some("a __Host- cookie must have Path=/")
+        } else if options.domain_value().is_some() {
+            Some("a __Host- cookie must not have a Domain")
+        } else {
+            None
+        }
+    } else if name.starts_with("__Secure-") && !always_secure {
+        Some("a __Secure- cookie must be Secure (Secure::Always)")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(ConfigError::CookiePrefix(problem)),
+        None => Ok(()),
     }
 }
 

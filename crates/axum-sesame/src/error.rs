@@ -14,6 +14,9 @@ pub enum ConfigError {
     /// The cookie name is not a valid cookie name (an RFC 6265 token).
     #[error("{0:?} is not a valid cookie name")]
     InvalidCookieName(String),
+    /// The cookie name's `__Host-` or `__Secure-` prefix is not matched by the cookie options.
+    #[error("{0}")]
+    CookiePrefix(&'static str),
     /// No store was given and the `memory` feature (which provides the default store) is off.
     #[error("no session store configured: call .store(...) or enable the `memory` feature")]
     MissingStore,

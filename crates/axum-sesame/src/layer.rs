@@ -14,7 +14,7 @@ use tokio::sync::OnceCell;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::config::{Config, CookieSource, SessionLayerBuilder, Unset};
+use crate::config::{Config, CookieSource, OnStoreError, SessionLayerBuilder, Unset, check_prefix};
 use crate::cookies::{CookieAttributes, append_set_cookie, find_cookie, set_cookie};
 use crate::session::{RequestSession, SessionHandle, State, lock_state};
 
@@ -65,7 +65,7 @@ impl SessionLayer {
 
     /// The store sessions are kept in, for administrative use (listing sessions, clearing them).
     pub fn store(&self) -> &DynStore {
-        &self.config.store
+        &self.config.store.inner
     }
 }
 
@@ -143,11 +143,20 @@ where
         Box::pin(async move {
             let mut response = response.await?;
             if let Err(error) = finish(&session, &mut response).await {
-                tracing::error!(
-                    error = &error as &dyn std::error::Error,
-                    "the session could not be saved; answering with an error instead"
-                );
-                response = failure_response(&error);
+                let carry_on = error.is_unavailable()
+                    && session.config.on_store_error == OnStoreError::ContinueWithoutSession;
+                if carry_on {
+                    tracing::warn!(
+                        error = &error as &dyn std::error::Error,
+                        "the session could not be saved; responding without it"
+                    );
+                } else {
+                    tracing::error!(
+                        error = &error as &dyn std::error::Error,
+                        "the session could not be saved; answering with an error instead"
+                    );
+                    response = failure_response(&error);
+                }
             }
             Ok(response)
         })
@@ -214,6 +223,10 @@ fn decide(
     state: &mut State,
     client_has_cookie: bool,
 ) -> (StoreAction, CookieAction) {
+    if state.ephemeral {
+        tracing::debug!("session is ephemeral (the store failed): not saved, no cookie");
+        return (StoreAction::Nothing, CookieAction::Nothing);
+    }
     if state.detached {
         let action = match (&config.unset, &state.stored_id) {
             (Unset::Destroy, Some(id)) => StoreAction::Destroy(id.clone()),
@@ -298,6 +311,14 @@ async fn finish<B>(
         session.cookie_value.is_some(),
     );
 
+    let writes = matches!(
+        action,
+        StoreAction::Create(..) | StoreAction::Save(..) | StoreAction::Patch(..)
+    );
+    if writes && config.max_record_size.is_some() {
+        // The whole record as this request sees it: what the store will hold after the write.
+        config.check_size(&lock_state(state).record)?;
+    }
     match action {
         StoreAction::Nothing => {}
         StoreAction::Patch(id, patch) => {
@@ -366,6 +387,14 @@ fn cookie_header(
     state: &State,
     remove: bool,
 ) -> Option<HeaderValue> {
+    if let Err(error) = check_prefix(&session.config.name, options) {
+        tracing::error!(
+            error = &error as &dyn std::error::Error,
+            "the cookie options computed for this request break the cookie name's prefix rules; \
+             not sending the cookie"
+        );
+        return None;
+    }
     let secure = options.is_secure(session.https);
     if secure && !session.https {
         tracing::debug!("not sending a Secure session cookie over plain http");

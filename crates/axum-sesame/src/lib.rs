@@ -52,10 +52,13 @@ mod config;
 mod cookies;
 mod error;
 mod flash;
+mod guard;
 mod layer;
 mod session;
 
-pub use config::{SessionLayerBuilder, Unset};
+pub use config::{
+    DEFAULT_STORE_TIMEOUT, OnCorruptRecord, OnStoreError, SessionLayerBuilder, Unset,
+};
 pub use error::{ConfigError, SessionError, SessionRejection};
 pub use flash::{FLASH_KEY, Flash};
 pub use layer::{Https, ResponseFuture, SessionLayer, SessionService};

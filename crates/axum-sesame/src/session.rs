@@ -13,7 +13,7 @@ use sesame_core::time::OffsetDateTime;
 use sesame_core::{COOKIE_KEY, CookieOptions, Patch, Record, SessionId, SessionStore, Swap};
 use tokio::sync::OnceCell;
 
-use crate::config::Config;
+use crate::config::{Config, OnCorruptRecord, OnStoreError};
 use crate::error::{SessionError, SessionRejection};
 
 /// The session of the current request: typed access to its data, its id, its cookie's expiry, and
@@ -86,6 +86,8 @@ pub(crate) struct State {
     pub(crate) stale_client_cookie: bool,
     /// `detach` was called: the session is no longer this request's.
     pub(crate) detached: bool,
+    /// The store failed and the layer carries on without a session: never saved, no cookie.
+    pub(crate) ephemeral: bool,
 }
 
 impl State {
@@ -102,6 +104,7 @@ impl State {
             destroyed: false,
             stale_client_cookie: false,
             detached: false,
+            ephemeral: false,
         }
     }
 
@@ -155,16 +158,39 @@ impl RequestSession {
             }
             return Ok(self.fresh_state());
         };
-        match self.config.store.load(&id).await? {
-            Some(record) => {
+        match self.config.store.load(&id).await {
+            Ok(Some(record)) => {
                 tracing::debug!("session loaded from the store");
                 Ok(State::loaded(id, record))
             }
-            None => {
+            Ok(None) => {
                 // An unknown id is never adopted (no session fixation): a new id is issued.
                 tracing::debug!("no stored session for the cookie's id; starting a new session");
                 Ok(self.fresh_state())
             }
+            Err(error @ sesame_core::Error::Decode { .. }) => match self.config.on_corrupt_record {
+                OnCorruptRecord::StartNew => {
+                    tracing::warn!(
+                        error = &error as &dyn std::error::Error,
+                        "a stored session could not be decoded; starting a new session \
+                         (the record is left in the store)"
+                    );
+                    Ok(self.fresh_state())
+                }
+                OnCorruptRecord::Fail => Err(error),
+            },
+            Err(error) => match self.config.on_store_error {
+                OnStoreError::FailClosed => Err(error),
+                OnStoreError::ContinueWithoutSession => {
+                    tracing::warn!(
+                        error = &error as &dyn std::error::Error,
+                        "the session store failed; continuing without a session"
+                    );
+                    let mut state = self.fresh_state();
+                    state.ephemeral = true;
+                    Ok(state)
+                }
+            },
         }
     }
 
@@ -187,7 +213,7 @@ impl Session {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn store(&self) -> &sesame_core::DynStore {
+    fn store(&self) -> &crate::guard::GuardedStore {
         &self.request.config.store
     }
 
@@ -397,6 +423,7 @@ impl Session {
                 patch,
             )
         };
+        self.request.config.check_size(&record)?;
         if !persisted {
             self.store().create(&id, &record).await?;
         } else if self.store().capabilities().patch {

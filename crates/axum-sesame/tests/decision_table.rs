@@ -11,6 +11,9 @@ use axum_sesame::{CookieOptions, Priority, SameSite, SameSitePolicy, Secure, Ses
 use common::*;
 use http::{Request, StatusCode, header};
 
+const OLD_SECRET: &str = "the old secret, retired but still verifying";
+const NEW_SECRET: &str = "the new secret, which signs every new cookie";
+
 /// Starts a session by writing once; returns the cookie pair to send back.
 async fn start(app: &axum::Router) -> String {
     let reply = get_path(app, "/write", None).await;
@@ -254,7 +257,7 @@ async fn a_bad_signature_costs_no_store_round_trip_and_gets_a_new_id() {
     let id = id_of(&pair);
     let forged_with_other_secret = format!(
         "connect.sid={}",
-        KeyRing::new(["not the secret"])
+        KeyRing::new(["not the secret, though just as long as it"])
             .unwrap()
             .sign_cookie_value(&SessionId::parse(&id).unwrap())
     );
@@ -310,10 +313,10 @@ async fn an_unknown_but_validly_signed_id_is_never_adopted() {
 #[tokio::test]
 async fn a_cookie_signed_with_an_older_secret_of_the_list_is_accepted() {
     let store = CountingStore::default();
-    let old_app = app(SessionLayer::builder().secret("old secret"), store.clone());
+    let old_app = app(SessionLayer::builder().secret(OLD_SECRET), store.clone());
     let pair = start(&old_app).await;
     let rotated = app(
-        SessionLayer::builder().secrets(["new secret", "old secret"]),
+        SessionLayer::builder().secrets([NEW_SECRET, OLD_SECRET]),
         store.clone(),
     );
     let reply = get_path(&rotated, "/write", Some(&pair)).await;
@@ -322,13 +325,13 @@ async fn a_cookie_signed_with_an_older_secret_of_the_list_is_accepted() {
     let fresh = get_path(&rotated, "/write", None).await.cookie_pair();
     let value = fresh.split_once('=').unwrap().1;
     assert!(
-        KeyRing::new(["new secret"])
+        KeyRing::new([NEW_SECRET])
             .unwrap()
             .verify_cookie_value(value)
             .is_some()
     );
     assert!(
-        KeyRing::new(["old secret"])
+        KeyRing::new([OLD_SECRET])
             .unwrap()
             .verify_cookie_value(value)
             .is_none()
@@ -342,7 +345,13 @@ async fn the_express_test_vector_cookie_is_accepted() {
     let mut record = Record::default();
     record.data_mut().insert("n".into(), 41.into());
     store.inner.save(&id, &record).await.unwrap();
-    let app = app(builder(), store.clone());
+    // express-session's docs use this short secret; sharing it needs the explicit opt-in.
+    let app = app(
+        SessionLayer::builder()
+            .secret("keyboard cat")
+            .allow_short_secrets(true),
+        store.clone(),
+    );
     let cookie = "connect.sid=s%3A2TVZ0jQ7uX3wqkXF8H3yKxhE5pBcYJmN.2FjJYw%2B%2FJHztItNfCstHIeECIHFx6WpLk%2By2IWCFol8";
     assert_eq!(get_path(&app, "/write", Some(cookie)).await.body, "n=42");
 }
@@ -352,6 +361,11 @@ fn building_a_layer_without_a_secret_is_an_error() {
     let error = SessionLayer::builder().build().unwrap_err();
     assert!(error.to_string().contains("secret"), "{error}");
     assert!(SessionLayer::builder().secret("").build().is_err());
+    let short = SessionLayer::builder()
+        .secret("keyboard cat")
+        .build()
+        .unwrap_err();
+    assert!(short.to_string().contains("secret"), "{short}");
     assert!(
         SessionLayer::builder()
             .secret("s")

@@ -230,6 +230,16 @@ impl CookieOptions {
         self
     }
 
+    /// The options a `__Host-` cookie requires: `Secure`, `Path=/`, no `Domain` (name the cookie
+    /// `__Host-...`; the layer refuses a prefixed name whose options do not comply).
+    #[must_use]
+    pub fn host_prefixed(mut self) -> Self {
+        self.secure = Secure::Always;
+        self.path = "/".to_owned();
+        self.domain = None;
+        self
+    }
+
     /// The configured path.
     pub fn path_value(&self) -> &str {
         &self.path

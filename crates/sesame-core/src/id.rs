@@ -49,6 +49,12 @@ impl SessionId {
         }
     }
 
+    /// An id sesame built itself from a known-good alphabet (base64url), skipping the check.
+    pub(crate) fn from_trusted(id: String) -> Self {
+        debug_assert!(is_valid_id(&id));
+        Self(id.into_boxed_str())
+    }
+
     /// The id as a string slice.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -68,6 +74,13 @@ fn is_valid_id(id: &str) -> bool {
 fn system_random() -> &'static SystemRandom {
     static RNG: OnceLock<SystemRandom> = OnceLock::new();
     RNG.get_or_init(SystemRandom::new)
+}
+
+/// Fills `dest` from the system CSPRNG (nonces of private cookies).
+pub(crate) fn fill_random(dest: &mut [u8]) {
+    system_random()
+        .fill(dest)
+        .expect("the operating system's random number generator failed");
 }
 
 /// A random secret of 256 bits, base64url-encoded: for development servers that were started

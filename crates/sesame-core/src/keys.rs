@@ -1,15 +1,20 @@
-//! The key ring: signs session ids into cookie values and verifies them, with rotation.
+//! The key ring: turns session ids into cookie values and back, with key rotation.
 //!
-//! The format is express-session's (through the `cookie-signature` package):
-//! `s:` + id + `.` + base64(HMAC-SHA256(secret, id)) without `=` padding, and the whole value
-//! percent-encoded as JavaScript's `encodeURIComponent` does.
+//! Two modes:
+//! - **signed** (the default, express-session's format through the `cookie-signature` package):
+//!   `s:` + id + `.` + base64(HMAC-SHA256(secret, id)) without `=` padding, percent-encoded as
+//!   JavaScript's `encodeURIComponent` does. The id is readable, but cannot be forged.
+//! - **private**: the id is encrypted and authenticated with AES-256-GCM, so the cookie reveals
+//!   nothing. Not readable by express-session.
+//!
+//! In both, the first secret seals new cookies and every secret opens them.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD_NO_PAD;
-use ring::hmac;
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use ring::{aead, hkdf, hmac};
 
 use crate::SessionId;
 
@@ -19,56 +24,144 @@ const SIGNED_PREFIX: &str = "s:";
 /// Length of an HMAC-SHA256 tag.
 const TAG_LEN: usize = 32;
 
-/// The longest cookie value sesame looks at. A signed express cookie of a [`MAX_ID_LEN`]
+/// The shortest secret accepted without [`KeyRingBuilder::allow_short_secrets`]: 256 bits, the
+/// strength of the HMAC and AES keys derived from it.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// The longest cookie value sesame looks at. A signed or private cookie of a [`MAX_ID_LEN`]
 /// id stays well below it; anything longer is rejected before any decoding or hashing.
 ///
 /// [`MAX_ID_LEN`]: crate::id::MAX_ID_LEN
 pub const MAX_COOKIE_VALUE_LEN: usize = 512;
 
-/// One or more secrets: the first signs, every one verifies, so a secret can be rotated by putting
+/// Salt of the HKDF that derives AES keys from secrets, so the same secret never serves as both an
+/// HMAC key and an AES key directly.
+const PRIVATE_KEY_SALT: &[u8] = b"sesame private cookie key v1";
+
+#[derive(Clone)]
+enum Keys {
+    Signed(Vec<hmac::Key>),
+    Private(Vec<aead::LessSafeKey>),
+}
+
+/// One or more secrets: the first seals, every one opens, so a secret can be rotated by putting
 /// the new one first and keeping the old one until its cookies have expired.
 ///
 /// ```
 /// use sesame_core::{KeyRing, SessionId};
 ///
-/// let old = KeyRing::new(["old secret"]).unwrap();
-/// let rotated = KeyRing::new(["new secret", "old secret"]).unwrap();
+/// let old = KeyRing::new(["an old secret of at least 32 bytes!!"]).unwrap();
+/// let rotated = KeyRing::new([
+///     "the new secret, also 32 bytes or more",
+///     "an old secret of at least 32 bytes!!",
+/// ])
+/// .unwrap();
 /// let id = SessionId::generate();
 /// let cookie = old.sign_cookie_value(&id);
 /// assert_eq!(rotated.verify_cookie_value(&cookie), Some(id));
 /// ```
 #[derive(Clone)]
 pub struct KeyRing {
-    keys: Vec<hmac::Key>,
+    keys: Keys,
+}
+
+/// Configures a [`KeyRing`].
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct KeyRingBuilder {
+    private: bool,
+    allow_short_secrets: bool,
+}
+
+impl KeyRingBuilder {
+    /// Encrypt the id (AES-256-GCM) instead of only signing it. express-session cannot read such
+    /// cookies.
+    pub fn private(mut self, private: bool) -> Self {
+        self.private = private;
+        self
+    }
+
+    /// Accept secrets shorter than [`MIN_SECRET_LEN`] bytes: only to share cookies with an
+    /// existing Express app whose secret cannot change yet. A short secret can be brute-forced
+    /// offline from a single cookie.
+    pub fn allow_short_secrets(mut self, allow: bool) -> Self {
+        self.allow_short_secrets = allow;
+        self
+    }
+
+    /// Builds the key ring from secrets, the first of which seals.
+    pub fn build<I>(self, secrets: I) -> Result<KeyRing, KeyRingError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
+        let secrets: Vec<I::Item> = secrets.into_iter().collect();
+        if secrets.is_empty() {
+            return Err(KeyRingError::NoSecret);
+        }
+        for secret in &secrets {
+            let len = secret.as_ref().len();
+            if len == 0 {
+                return Err(KeyRingError::EmptySecret);
+            }
+            if len < MIN_SECRET_LEN && !self.allow_short_secrets {
+                return Err(KeyRingError::SecretTooShort { len });
+            }
+        }
+        let keys = if self.private {
+            Keys::Private(
+                secrets
+                    .iter()
+                    .map(|secret| private_key(secret.as_ref()))
+                    .collect(),
+            )
+        } else {
+            Keys::Signed(
+                secrets
+                    .iter()
+                    .map(|secret| hmac::Key::new(hmac::HMAC_SHA256, secret.as_ref()))
+                    .collect(),
+            )
+        };
+        Ok(KeyRing { keys })
+    }
+}
+
+/// Derives an AES-256-GCM key from a secret with HKDF-SHA256.
+fn private_key(secret: &[u8]) -> aead::LessSafeKey {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, PRIVATE_KEY_SALT).extract(secret);
+    let mut bytes = [0u8; 32];
+    prk.expand(&[b"aes-256-gcm"], &aead::AES_256_GCM)
+        .and_then(|okm| okm.fill(&mut bytes))
+        // Filling 32 bytes from HKDF-SHA256 is within its output limit; it cannot fail.
+        .expect("HKDF output of one AES-256 key");
+    let key =
+        aead::UnboundKey::new(&aead::AES_256_GCM, &bytes).expect("a 32-byte key for AES-256-GCM");
+    aead::LessSafeKey::new(key)
 }
 
 impl KeyRing {
-    /// A key ring from secrets, the first of which signs. At least one non-empty secret is needed.
+    /// A signed-mode key ring from secrets of at least [`MIN_SECRET_LEN`] bytes, the first of
+    /// which signs. See [`builder`](Self::builder) for private mode and short secrets.
     pub fn new<I>(secrets: I) -> Result<Self, KeyRingError>
     where
         I: IntoIterator,
         I::Item: AsRef<[u8]>,
     {
-        let keys = secrets
-            .into_iter()
-            .map(|secret| {
-                let secret = secret.as_ref();
-                if secret.is_empty() {
-                    Err(KeyRingError::EmptySecret)
-                } else {
-                    Ok(hmac::Key::new(hmac::HMAC_SHA256, secret))
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if keys.is_empty() {
-            return Err(KeyRingError::NoSecret);
-        }
-        Ok(Self { keys })
+        Self::builder().build(secrets)
     }
 
-    /// How many secrets verify.
+    /// Configures a key ring.
+    pub fn builder() -> KeyRingBuilder {
+        KeyRingBuilder::default()
+    }
+
+    /// How many secrets open cookies.
     pub fn len(&self) -> usize {
-        self.keys.len()
+        match &self.keys {
+            Keys::Signed(keys) => keys.len(),
+            Keys::Private(keys) => keys.len(),
+        }
     }
 
     /// Always false: a key ring holds at least one secret.
@@ -76,66 +169,163 @@ impl KeyRing {
         false
     }
 
-    /// The signed value `s:<id>.<signature>`, before percent-encoding.
-    pub fn sign(&self, id: &SessionId) -> String {
-        let tag = hmac::sign(&self.keys[0], id.as_str().as_bytes());
-        let mut out = String::with_capacity(2 + id.as_str().len() + 1 + 43);
-        out.push_str(SIGNED_PREFIX);
-        out.push_str(id.as_str());
-        out.push('.');
-        STANDARD_NO_PAD.encode_string(tag.as_ref(), &mut out);
-        out
+    /// Whether cookies are encrypted (private mode) rather than signed.
+    pub fn is_private(&self) -> bool {
+        matches!(self.keys, Keys::Private(_))
     }
 
-    /// The cookie value express-session would set for `id`: the signed value, percent-encoded.
+    /// The cookie value for `id`: in signed mode what express-session would set (`s:<id>.<sig>`,
+    /// percent-encoded); in private mode the id encrypted under the first secret (base64url).
     pub fn sign_cookie_value(&self, id: &SessionId) -> String {
-        encode_uri_component(&self.sign(id))
+        match &self.keys {
+            Keys::Signed(keys) => encode_uri_component(&sign_with(&keys[0], id)),
+            Keys::Private(keys) => seal(&keys[0], id),
+        }
     }
 
-    /// The id inside a cookie value, if the value is signed by any secret of the ring.
+    /// The id inside a cookie value, if any secret of the ring opens it.
     ///
-    /// The check is constant-time in the signature. A value that is too long, not percent-decodable,
-    /// unsigned (express-session ignores those too), or signed by no secret gives `None`.
+    /// Signature checks are constant-time. A value that is too long, not percent-decodable,
+    /// unsigned (express-session ignores those too), tampered with, or sealed by no secret gives
+    /// `None`, without panicking and without allocating more than the value's size.
     pub fn verify_cookie_value(&self, cookie_value: &str) -> Option<SessionId> {
         if cookie_value.len() > MAX_COOKIE_VALUE_LEN {
             return None;
         }
-        let decoded = decode_uri_component(cookie_value);
-        let signed = decoded.strip_prefix(SIGNED_PREFIX)?;
-        self.unsign(signed)
+        match &self.keys {
+            Keys::Signed(keys) => {
+                let decoded = decode_uri_component(cookie_value);
+                let signed = decoded.strip_prefix(SIGNED_PREFIX)?;
+                unsign_with(keys, signed)
+            }
+            Keys::Private(keys) => open(keys, cookie_value),
+        }
     }
 
-    /// Verifies `<id>.<signature>` (the part after `s:`), as `cookie-signature`'s `unsign` does:
-    /// the signature follows the last `.`.
-    pub fn unsign(&self, signed: &str) -> Option<SessionId> {
-        let (id, signature) = signed.rsplit_once('.')?;
-        // A base64 SHA-256 tag without padding is exactly 43 characters; anything else cannot match.
-        if signature.len() != 43 {
-            return None;
-        }
-        let mut tag = [0u8; TAG_LEN];
-        match STANDARD_NO_PAD.decode_slice(signature, &mut tag) {
-            Ok(TAG_LEN) => {}
-            _ => return None,
-        }
-        let verified = self
-            .keys
-            .iter()
-            .any(|key| hmac::verify(key, id.as_bytes(), &tag).is_ok());
-        if verified {
-            SessionId::parse(id).ok()
-        } else {
-            None
+    /// The signed value `s:<id>.<signature>` before percent-encoding (signed mode), or the sealed
+    /// value (private mode).
+    pub fn sign(&self, id: &SessionId) -> String {
+        match &self.keys {
+            Keys::Signed(keys) => sign_with(&keys[0], id),
+            Keys::Private(keys) => seal(&keys[0], id),
         }
     }
+}
+
+fn sign_with(key: &hmac::Key, id: &SessionId) -> String {
+    let tag = hmac::sign(key, id.as_str().as_bytes());
+    let mut out = String::with_capacity(2 + id.as_str().len() + 1 + 43);
+    out.push_str(SIGNED_PREFIX);
+    out.push_str(id.as_str());
+    out.push('.');
+    STANDARD_NO_PAD.encode_string(tag.as_ref(), &mut out);
+    out
+}
+
+/// Verifies `<id>.<signature>` (the part after `s:`), as `cookie-signature`'s `unsign` does: the
+/// signature follows the last `.`.
+fn unsign_with(keys: &[hmac::Key], signed: &str) -> Option<SessionId> {
+    let (id, signature) = signed.rsplit_once('.')?;
+    // A base64 SHA-256 tag without padding is exactly 43 characters; anything else cannot match.
+    if signature.len() != 43 {
+        return None;
+    }
+    let mut tag = [0u8; TAG_LEN];
+    match STANDARD_NO_PAD.decode_slice(signature, &mut tag) {
+        Ok(TAG_LEN) => {}
+        _ => return None,
+    }
+    let verified = keys
+        .iter()
+        .any(|key| hmac::verify(key, id.as_bytes(), &tag).is_ok());
+    if verified {
+        SessionId::parse(id).ok()
+    } else {
+        None
+    }
+}
+
+/// Encrypts `id`: base64url(nonce || ciphertext || tag), with a fresh random 96-bit nonce.
+fn seal(key: &aead::LessSafeKey, id: &SessionId) -> String {
+    let mut nonce = [0u8; aead::NONCE_LEN];
+    crate::id::fill_random(&mut nonce);
+    let mut buffer = id.as_str().as_bytes().to_vec();
+    // Sealing can only fail for inputs beyond GCM's size limit (64 GiB), far above an id.
+    key.seal_in_place_append_tag(
+        aead::Nonce::assume_unique_for_key(nonce),
+        aead::Aad::from(b"sesame-session-id"),
+        &mut buffer,
+    )
+    .expect("AES-GCM sealing of a short id");
+    let mut sealed = Vec::with_capacity(aead::NONCE_LEN + buffer.len());
+    sealed.extend_from_slice(&nonce);
+    sealed.extend_from_slice(&buffer);
+    URL_SAFE_NO_PAD.encode(sealed)
+}
+
+fn open(keys: &[aead::LessSafeKey], value: &str) -> Option<SessionId> {
+    let sealed = URL_SAFE_NO_PAD.decode(value).ok()?;
+    if sealed.len() <= aead::NONCE_LEN + aead::AES_256_GCM.tag_len() {
+        return None;
+    }
+    let (nonce, ciphertext) = sealed.split_at(aead::NONCE_LEN);
+    let nonce: [u8; aead::NONCE_LEN] = nonce.try_into().ok()?;
+    keys.iter().find_map(|key| {
+        let mut buffer = ciphertext.to_vec();
+        let plain = key
+            .open_in_place(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::from(b"sesame-session-id"),
+                &mut buffer,
+            )
+            .ok()?;
+        SessionId::parse(std::str::from_utf8(plain).ok()?).ok()
+    })
 }
 
 impl fmt::Debug for KeyRing {
     /// Never prints secrets.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyRing")
-            .field("secrets", &self.keys.len())
+            .field("private", &self.is_private())
+            .field("secrets", &self.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// Maps session ids to the keys records are stored under, with a keyed hash (HMAC-SHA256), so a
+/// leaked store dump holds no id that could be replayed as a cookie.
+///
+/// The trade-off: an Express app sharing the store looks records up by the raw id and will not
+/// find them, so do not hash ids while sharing sessions with express-session.
+#[derive(Clone)]
+pub struct IdHasher {
+    key: hmac::Key,
+}
+
+impl IdHasher {
+    /// A hasher keyed with `key` (at least [`MIN_SECRET_LEN`] bytes; keep it stable, since
+    /// changing it orphans every stored session).
+    pub fn new(key: impl AsRef<[u8]>) -> Result<Self, KeyRingError> {
+        let key = key.as_ref();
+        if key.len() < MIN_SECRET_LEN {
+            return Err(KeyRingError::SecretTooShort { len: key.len() });
+        }
+        Ok(Self {
+            key: hmac::Key::new(hmac::HMAC_SHA256, key),
+        })
+    }
+
+    /// The storage key of `id`: base64url(HMAC-SHA256(key, id)), 43 characters.
+    pub fn hash(&self, id: &SessionId) -> SessionId {
+        let tag = hmac::sign(&self.key, id.as_str().as_bytes());
+        SessionId::from_trusted(URL_SAFE_NO_PAD.encode(tag.as_ref()))
+    }
+}
+
+impl fmt::Debug for IdHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdHasher").finish_non_exhaustive()
     }
 }
 
@@ -151,6 +341,15 @@ pub enum KeyRingError {
     /// One of the secrets was empty.
     #[error("a session secret must not be empty")]
     EmptySecret,
+    /// A secret is too short to resist offline guessing.
+    #[error(
+        "a session secret of {len} bytes is too short: use at least {MIN_SECRET_LEN} random bytes \
+         (or allow short secrets explicitly to share cookies with an existing Express app)"
+    )]
+    SecretTooShort {
+        /// The secret's length in bytes.
+        len: usize,
+    },
 }
 
 /// Percent-encodes as JavaScript's `encodeURIComponent`, which `cookie.serialize` applies to
@@ -213,10 +412,20 @@ pub fn decode_uri_component(value: &str) -> Cow<'_, str> {
 mod tests {
     use super::*;
 
+    const OLD: &str = "an old secret of at least 32 bytes!!";
+    const NEW: &str = "the new secret, also 32 bytes or more";
+
+    fn short(secret: &str) -> KeyRing {
+        KeyRing::builder()
+            .allow_short_secrets(true)
+            .build([secret])
+            .unwrap()
+    }
+
     /// Computed with Node's crypto exactly as cookie-signature does (issue #2's test vector).
     #[test]
     fn matches_express_session_cookie() {
-        let ring = KeyRing::new(["keyboard cat"]).unwrap();
+        let ring = short("keyboard cat");
         let id = SessionId::parse("2TVZ0jQ7uX3wqkXF8H3yKxhE5pBcYJmN").unwrap();
         let value = ring.sign_cookie_value(&id);
         assert_eq!(
@@ -230,9 +439,9 @@ mod tests {
 
     #[test]
     fn first_secret_signs_all_verify() {
-        let old = KeyRing::new(["old"]).unwrap();
-        let new = KeyRing::new(["new"]).unwrap();
-        let rotated = KeyRing::new(["new", "old"]).unwrap();
+        let old = KeyRing::new([OLD]).unwrap();
+        let new = KeyRing::new([NEW]).unwrap();
+        let rotated = KeyRing::new([NEW, OLD]).unwrap();
         let id = SessionId::generate();
         assert_eq!(rotated.sign(&id), new.sign(&id));
         assert_eq!(
@@ -244,7 +453,7 @@ mod tests {
 
     #[test]
     fn rejects_tampering_and_garbage() {
-        let ring = KeyRing::new(["secret"]).unwrap();
+        let ring = KeyRing::new([NEW]).unwrap();
         let id = SessionId::generate();
         let good = ring.sign(&id);
         let other = SessionId::generate();
@@ -277,10 +486,79 @@ mod tests {
             KeyRingError::NoSecret
         );
         assert_eq!(
-            KeyRing::new(["ok", ""]).unwrap_err(),
+            KeyRing::new([NEW, ""]).unwrap_err(),
             KeyRingError::EmptySecret
         );
-        assert!(!format!("{:?}", KeyRing::new(["hunter2"]).unwrap()).contains("hunter2"));
+        assert_eq!(
+            KeyRing::new(["keyboard cat"]).unwrap_err(),
+            KeyRingError::SecretTooShort { len: 12 }
+        );
+        assert!(!format!("{:?}", short("hunter2")).contains("hunter2"));
+    }
+
+    #[test]
+    fn id_hashes_are_stable_keyed_and_unreadable() {
+        let hasher = IdHasher::new(NEW).unwrap();
+        let other = IdHasher::new(OLD).unwrap();
+        let id = SessionId::generate();
+        assert_eq!(hasher.hash(&id), hasher.hash(&id));
+        assert_ne!(hasher.hash(&id), other.hash(&id));
+        assert_ne!(hasher.hash(&id).as_str(), id.as_str());
+        assert_eq!(hasher.hash(&id).as_str().len(), 43);
+        assert!(IdHasher::new("short").is_err());
+    }
+
+    #[test]
+    fn private_cookies_hide_the_id_and_rotate() {
+        let old = KeyRing::builder().private(true).build([OLD]).unwrap();
+        let rotated = KeyRing::builder().private(true).build([NEW, OLD]).unwrap();
+        let id = SessionId::generate();
+        let sealed = old.sign_cookie_value(&id);
+        assert!(!sealed.contains(id.as_str()), "the id is not readable");
+        assert_ne!(
+            sealed,
+            old.sign_cookie_value(&id),
+            "a fresh nonce every time"
+        );
+        assert_eq!(rotated.verify_cookie_value(&sealed), Some(id.clone()));
+        let resealed = rotated.sign_cookie_value(&id);
+        assert_eq!(
+            old.verify_cookie_value(&resealed),
+            None,
+            "sealed with the new secret"
+        );
+        // Signed and private rings do not accept each other's cookies.
+        let signed = KeyRing::new([OLD]).unwrap();
+        assert_eq!(signed.verify_cookie_value(&sealed), None);
+        assert_eq!(
+            old.verify_cookie_value(&signed.sign_cookie_value(&id)),
+            None
+        );
+    }
+
+    #[test]
+    fn private_cookies_reject_tampering() {
+        let ring = KeyRing::builder().private(true).build([NEW]).unwrap();
+        let sealed = ring.sign_cookie_value(&SessionId::generate());
+        let mut bytes = sealed.clone().into_bytes();
+        for i in [0, bytes.len() / 2, bytes.len() - 1] {
+            let original = bytes[i];
+            bytes[i] = if original == b'A' { b'B' } else { b'A' };
+            assert_eq!(
+                ring.verify_cookie_value(std::str::from_utf8(&bytes).unwrap()),
+                None
+            );
+            bytes[i] = original;
+        }
+        for bad in [
+            "",
+            "AAAA",
+            "!!!!",
+            &sealed[..sealed.len() - 4],
+            &"A".repeat(600),
+        ] {
+            assert_eq!(ring.verify_cookie_value(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -27,7 +27,8 @@ pub use cookie::{CookieOptions, Expiry, Priority, SameSite, SameSitePolicy, Secu
 pub use error::{BoxError, Error, Result};
 pub use id::{InvalidSessionId, MAX_ID_LEN, SessionId, random_secret};
 pub use keys::{
-    KeyRing, KeyRingError, MAX_COOKIE_VALUE_LEN, decode_uri_component, encode_uri_component,
+    IdHasher, KeyRing, KeyRingBuilder, KeyRingError, MAX_COOKIE_VALUE_LEN, MIN_SECRET_LEN,
+    decode_uri_component, encode_uri_component,
 };
 pub use patch::{Patch, Swap};
 pub use record::{COOKIE_KEY, CookieState, Record};

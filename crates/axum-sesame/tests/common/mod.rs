@@ -20,7 +20,7 @@ use serde::Deserialize;
 use std::time::Duration;
 use tower::ServiceExt;
 
-pub const SECRET: &str = "keyboard cat";
+pub const SECRET: &str = "a test secret that is at least 32 bytes long";
 
 /// Counts every store call, over a real `MemoryStore`.
 #[derive(Clone, Default)]
