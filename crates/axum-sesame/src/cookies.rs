@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use http::header::{COOKIE, HeaderMap};
 use http::{HeaderValue, header::SET_COOKIE};
 use sesame_core::time::OffsetDateTime;
-use sesame_core::{CookieOptions, MAX_COOKIE_VALUE_LEN, SameSite};
+use sesame_core::{CookieOptions, MAX_COOKIE_VALUE_LEN, SameSite, find_cookie_value};
 use time::macros::format_description;
 
 /// Largest `Cookie` header sesame scans. Browsers cap a cookie at 4 KiB and a header well below
@@ -20,26 +20,9 @@ pub(crate) fn find_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .iter()
         .filter(|header| header.len() <= MAX_COOKIE_HEADER_LEN)
         .filter_map(|header| header.to_str().ok())
-        .find_map(|header| find_in_header(header, name))
+        .find_map(|header| find_cookie_value(header, name))
         .filter(|value| value.len() <= MAX_COOKIE_VALUE_LEN)
         .map(str::to_owned)
-}
-
-fn find_in_header<'h>(header: &'h str, name: &str) -> Option<&'h str> {
-    header.split(';').find_map(|pair| {
-        let (key, value) = pair.split_once('=')?;
-        if key.trim() != name {
-            return None;
-        }
-        let value = value.trim();
-        // cookie.parse strips one pair of surrounding double quotes.
-        Some(
-            value
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .unwrap_or(value),
-        )
-    })
 }
 
 /// Whether `name` can be a cookie name (an RFC 6265 token).

@@ -352,6 +352,25 @@ pub enum KeyRingError {
     },
 }
 
+/// The value of the first cookie called `name` in one `Cookie` header, as `cookie.parse` finds
+/// it (the first occurrence wins, one pair of surrounding double quotes is stripped), without
+/// decoding or verifying it. It borrows from the header and never allocates.
+pub fn find_cookie_value<'h>(header: &'h str, name: &str) -> Option<&'h str> {
+    header.split(';').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        if key.trim() != name {
+            return None;
+        }
+        let value = value.trim();
+        Some(
+            value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(value),
+        )
+    })
+}
+
 /// Percent-encodes as JavaScript's `encodeURIComponent`, which `cookie.serialize` applies to
 /// values: everything but `A-Z a-z 0-9 - _ . ! ~ * ' ( )` is escaped.
 pub fn encode_uri_component(value: &str) -> String {

@@ -28,7 +28,7 @@ pub use error::{BoxError, Error, Result};
 pub use id::{InvalidSessionId, MAX_ID_LEN, SessionId, random_secret};
 pub use keys::{
     IdHasher, KeyRing, KeyRingBuilder, KeyRingError, MAX_COOKIE_VALUE_LEN, MIN_SECRET_LEN,
-    decode_uri_component, encode_uri_component,
+    decode_uri_component, encode_uri_component, find_cookie_value,
 };
 pub use patch::{Patch, Swap};
 pub use record::{COOKIE_KEY, CookieState, Record};
