@@ -81,3 +81,8 @@ pub use sesame_memory::MemoryStore;
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
+
+/// SECURITY.md's production settings, compiled as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../../../SECURITY.md")]
+pub struct SecurityDoctests;
