@@ -165,25 +165,34 @@ where
 
 /// Creates the request's (not yet loaded) session and puts its handle in the extensions.
 fn attach<B>(config: &Arc<Config>, request: Request<B>) -> (Request<B>, Arc<RequestSession>) {
-    let (mut parts, body) = request.into_parts();
-    let https = is_https(&parts, config.proxy);
-    let cookie_options = match &config.cookie {
-        CookieSource::Fixed(options) => Arc::clone(options),
-        CookieSource::PerRequest(options) => Arc::new(options(&parts)),
+    let https = is_https(&request, config.proxy);
+    let (mut request, cookie_options) = match &config.cookie {
+        CookieSource::Fixed(options) => (request, Arc::clone(options)),
+        CookieSource::PerRequest(options) => {
+            // Only per-request options need the parts by reference; the common case never
+            // takes the request apart.
+            let (parts, body) = request.into_parts();
+            let options = Arc::new(options(&parts));
+            (Request::from_parts(parts, body), options)
+        }
     };
     let session = Arc::new(RequestSession {
         config: Arc::clone(config),
         cookie_options,
         https,
-        cookie_value: find_cookie(&parts.headers, &config.name),
+        cookie_value: find_cookie(request.headers(), &config.name),
         state: OnceCell::new(),
     });
-    parts.extensions.insert(SessionHandle(Arc::clone(&session)));
-    (Request::from_parts(parts, body), session)
+    request
+        .extensions_mut()
+        .insert(SessionHandle(Arc::clone(&session)));
+    (request, session)
 }
 
-fn is_https(parts: &http::request::Parts, trust_proxy: bool) -> bool {
-    if parts.uri.scheme() == Some(&Scheme::HTTPS) || parts.extensions.get::<Https>().is_some() {
+fn is_https<B>(request: &Request<B>, trust_proxy: bool) -> bool {
+    if request.uri().scheme() == Some(&Scheme::HTTPS)
+        || request.extensions().get::<Https>().is_some()
+    {
         return true;
     }
     if !trust_proxy {
@@ -191,8 +200,8 @@ fn is_https(parts: &http::request::Parts, trust_proxy: bool) -> bool {
     }
     // Like express's `req.protocol` behind a trusted proxy: the first value of the header.
     static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-    parts
-        .headers
+    request
+        .headers()
         .get(&X_FORWARDED_PROTO)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split(',').next())
@@ -280,7 +289,8 @@ fn decide(
     } else if save {
         StoreAction::Create(state.id.clone(), state.record.clone())
     } else if touch {
-        StoreAction::Touch(state.id.clone(), state.record.clone())
+        // Touch moves the expiry only: the cookie state is all the store needs.
+        StoreAction::Touch(state.id.clone(), Record::new(state.record.cookie().clone()))
     } else {
         StoreAction::Nothing
     };

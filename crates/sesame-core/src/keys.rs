@@ -194,7 +194,9 @@ impl KeyRing {
         }
         match &self.keys {
             Keys::Signed(keys) => {
-                let decoded = decode_uri_component(cookie_value);
+                // Decode on the stack: verification allocates nothing until the id is accepted.
+                let mut buffer = [0u8; MAX_COOKIE_VALUE_LEN];
+                let decoded = decode_uri_component_into(cookie_value, &mut buffer)?;
                 let signed = decoded.strip_prefix(SIGNED_PREFIX)?;
                 unsign_with(keys, signed)
             }
@@ -393,6 +395,44 @@ pub fn encode_uri_component(value: &str) -> String {
     out
 }
 
+/// Percent-decodes `value` into `buffer` (at least as long as `value`), as
+/// [`decode_uri_component`] does, without allocating.
+fn decode_uri_component_into<'a>(value: &'a str, buffer: &'a mut [u8]) -> Option<&'a str> {
+    if !value.contains('%') {
+        return Some(value);
+    }
+    let bytes = value.as_bytes();
+    let mut len = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = if bytes[i] == b'%' {
+            match bytes.get(i + 1..i + 3).and_then(hex_pair) {
+                Some(byte) => {
+                    i += 3;
+                    byte
+                }
+                // An undecodable value is taken as it is, like cookie.parse does.
+                None => return Some(value),
+            }
+        } else {
+            i += 1;
+            bytes[i - 1]
+        };
+        *buffer.get_mut(len)? = byte;
+        len += 1;
+    }
+    match std::str::from_utf8(&buffer[..len]) {
+        Ok(decoded) => Some(decoded),
+        Err(_) => Some(value),
+    }
+}
+
+fn hex_pair(pair: &[u8]) -> Option<u8> {
+    let high = (pair[0] as char).to_digit(16)?;
+    let low = (pair[1] as char).to_digit(16)?;
+    u8::try_from(high * 16 + low).ok()
+}
+
 /// Percent-decodes as `cookie.parse` does: a value without `%` is taken as it is, and a value
 /// that does not decode (bad escape, invalid UTF-8) is also taken as it is.
 pub fn decode_uri_component(value: &str) -> Cow<'_, str> {
@@ -404,12 +444,7 @@ pub fn decode_uri_component(value: &str) -> Cow<'_, str> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).and_then(|pair| {
-                let high = (pair[0] as char).to_digit(16)?;
-                let low = (pair[1] as char).to_digit(16)?;
-                u8::try_from(high * 16 + low).ok()
-            });
-            match hex {
+            match bytes.get(i + 1..i + 3).and_then(hex_pair) {
                 Some(byte) => {
                     out.push(byte);
                     i += 3;
@@ -577,6 +612,18 @@ mod tests {
             &"A".repeat(600),
         ] {
             assert_eq!(ring.verify_cookie_value(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn decoding_into_a_buffer_agrees_with_decoding() {
+        let mut buffer = [0u8; MAX_COOKIE_VALUE_LEN];
+        for value in ["plain", "s%3Aa%2Bb", "%ZZ", "100%", "%C3%A9", "%FF%FE", ""] {
+            assert_eq!(
+                decode_uri_component_into(value, &mut buffer).unwrap(),
+                decode_uri_component(value),
+                "{value:?}"
+            );
         }
     }
 

@@ -22,7 +22,6 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Duration;
@@ -50,7 +49,6 @@ pub struct MemoryStore {
 
 struct Inner {
     shards: Box<[RwLock<HashMap<SessionId, Entry>>]>,
-    hasher: RandomState,
     default_ttl: Duration,
     sweep_interval: Option<Duration>,
     /// Set once the sweeper task has been spawned. It is spawned on first use rather than at
@@ -85,8 +83,7 @@ impl MemoryStore {
     }
 
     fn shard(&self, id: &SessionId) -> &RwLock<HashMap<SessionId, Entry>> {
-        let index = self.inner.hasher.hash_one(id.as_str()) as usize % self.inner.shards.len();
-        &self.inner.shards[index]
+        &self.inner.shards[shard_index(id.as_str(), self.inner.shards.len())]
     }
 
     fn read(&self, id: &SessionId) -> RwLockReadGuard<'_, HashMap<SessionId, Entry>> {
@@ -204,13 +201,23 @@ impl MemoryStoreBuilder {
         MemoryStore {
             inner: Arc::new(Inner {
                 shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
-                hasher: RandomState::new(),
                 default_ttl: self.default_ttl,
                 sweep_interval: self.sweep_interval.filter(|interval| !interval.is_zero()),
                 sweeper_started: AtomicBool::new(false),
             }),
         }
     }
+}
+
+/// Picks a shard with FNV-1a: cheap, and good enough to spread ids. The maps inside the shards
+/// keep std's randomly keyed SipHash, which is what protects them from crafted collisions.
+fn shard_index(id: &str, shards: usize) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in id.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash % shards as u64) as usize
 }
 
 async fn sweep(inner: &Inner) -> usize {
@@ -437,6 +444,18 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert!(store.load(&id).await.unwrap().is_none());
         assert_eq!(store.sweep().await, 1);
+    }
+
+    #[test]
+    fn generated_ids_spread_over_the_shards() {
+        let mut counts = [0usize; SHARDS];
+        for _ in 0..SHARDS * 100 {
+            counts[shard_index(SessionId::generate().as_str(), SHARDS)] += 1;
+        }
+        assert!(
+            counts.iter().all(|&n| (40..=180).contains(&n)),
+            "{counts:?}"
+        );
     }
 
     #[tokio::test]

@@ -1,0 +1,149 @@
+//! The apps the benchmarks drive: the same five handlers under raw axum (no session layer, the
+//! floor), sesame, and tower-sessions, each as an in-process tower service.
+#![forbid(unsafe_code)]
+#![allow(missing_docs)] // benchmark plumbing
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+/// The scenarios of issue #9.
+pub const SCENARIOS: [&str; 5] = ["none", "read", "write", "new", "bad-cookie"];
+
+/// A secret of the required length.
+pub const SECRET: &str = "a benchmark secret of at least thirty-two bytes";
+
+/// Raw axum: handlers that do what the session handlers do, minus the session.
+pub fn raw_app() -> Router {
+    Router::new()
+        .route("/none", get(|| async { "ok" }))
+        .route("/read", get(|| async { "n=1" }))
+        .route("/write", get(|| async { "n=2" }))
+        .route("/new", get(|| async { "n=1" }))
+        .route("/bad-cookie", get(|| async { "n=0" }))
+}
+
+/// sesame with a store (the memory store by default).
+pub fn sesame_app(layer: axum_sesame::SessionLayer) -> Router {
+    use axum_sesame::Session;
+    Router::new()
+        .route("/none", get(|| async { "ok" }))
+        .route(
+            "/read",
+            get(|s: Session| async move {
+                format!("n={}", s.get::<u64>("n").ok().flatten().unwrap_or(0))
+            }),
+        )
+        .route(
+            "/write",
+            get(|s: Session| async move {
+                let n = s.get::<u64>("n").ok().flatten().unwrap_or(0) + 1;
+                let _ = s.insert("n", n);
+                format!("n={n}")
+            }),
+        )
+        .route(
+            "/new",
+            get(|s: Session| async move {
+                let _ = s.insert("n", 1u64);
+                "n=1"
+            }),
+        )
+        .route(
+            "/bad-cookie",
+            get(|s: Session| async move {
+                format!("n={}", s.get::<u64>("n").ok().flatten().unwrap_or(0))
+            }),
+        )
+        .layer(layer)
+}
+
+/// sesame on its memory store.
+pub fn sesame_memory_app() -> Router {
+    sesame_app(
+        axum_sesame::SessionLayer::builder()
+            .secret(SECRET)
+            .store_timeout(if std::env::var("NO_TIMEOUT").is_ok() {
+                None
+            } else {
+                Some(std::time::Duration::from_secs(5))
+            })
+            .build()
+            .expect("a valid layer"),
+    )
+}
+
+/// tower-sessions with its memory store, the same handlers.
+pub fn tower_sessions_app() -> Router {
+    use tower_sessions::{MemoryStore, Session, SessionManagerLayer};
+    Router::new()
+        .route("/none", get(|| async { "ok" }))
+        .route(
+            "/read",
+            get(|s: Session| async move {
+                format!("n={}", s.get::<u64>("n").await.ok().flatten().unwrap_or(0))
+            }),
+        )
+        .route(
+            "/write",
+            get(|s: Session| async move {
+                let n = s.get::<u64>("n").await.ok().flatten().unwrap_or(0) + 1;
+                let _ = s.insert("n", n).await;
+                format!("n={n}")
+            }),
+        )
+        .route(
+            "/new",
+            get(|s: Session| async move {
+                let _ = s.insert("n", 1u64).await;
+                "n=1"
+            }),
+        )
+        .route(
+            "/bad-cookie",
+            get(|s: Session| async move {
+                format!("n={}", s.get::<u64>("n").await.ok().flatten().unwrap_or(0))
+            }),
+        )
+        .layer(SessionManagerLayer::new(MemoryStore::default()).with_secure(false))
+}
+
+/// A GET request with an optional `Cookie` header.
+pub fn request(path: &str, cookie: Option<&str>) -> http::Request<Body> {
+    let mut builder = http::Request::get(path);
+    if let Some(cookie) = cookie {
+        builder = builder.header(http::header::COOKIE, cookie);
+    }
+    builder.body(Body::empty()).expect("a valid request")
+}
+
+/// Sends one request and drains the body; returns the `Set-Cookie` pair, if any.
+pub async fn send(app: &Router, path: &str, cookie: Option<&str>) -> Option<String> {
+    let response = app
+        .clone()
+        .oneshot(request(path, cookie))
+        .await
+        .expect("infallible");
+    let set_cookie = response
+        .headers()
+        .get(http::header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::to_owned);
+    let _ = response.into_body().collect().await;
+    set_cookie
+}
+
+/// The cookie each scenario sends: a live session's for none/read/write, none for new, a forged
+/// one for bad-cookie.
+pub async fn scenario_cookie(app: &Router, scenario: &str, name: &str) -> Option<String> {
+    match scenario {
+        "new" => None,
+        "bad-cookie" => Some(format!(
+            "{name}=s%3AforgedForgedForgedForgedForged12.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+        )),
+        _ => send(app, "/write", None).await,
+    }
+}
