@@ -64,6 +64,7 @@ pub(crate) enum CookieSource {
 pub(crate) struct Config {
     pub(crate) name: String,
     pub(crate) keys: KeyRing,
+    pub(crate) verified: crate::verified::VerifiedCookies,
     pub(crate) resave: bool,
     pub(crate) save_uninitialized: bool,
     pub(crate) rolling: bool,
@@ -363,6 +364,7 @@ impl SessionLayerBuilder {
         Ok(SessionLayer::from_config(Config {
             name: self.name,
             keys,
+            verified: crate::verified::VerifiedCookies::new(),
             resave: self.resave,
             save_uninitialized: self.save_uninitialized,
             rolling: self.rolling,

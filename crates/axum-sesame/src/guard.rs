@@ -2,7 +2,9 @@
 //! before they reach the store.
 
 use std::borrow::Cow;
-use std::future::Future;
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -28,6 +30,11 @@ impl GuardedStore {
     /// Runs a store call within the timeout, so a store that hangs becomes an error instead of a
     /// request that never ends.
     async fn bounded<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
+        let mut call = pin!(call);
+        // An in-process store (memory) answers on the first poll: it never pays for a timer.
+        if let Poll::Ready(result) = poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
+            return result;
+        }
         match self.timeout {
             None => call.await,
             Some(timeout) => match tokio::time::timeout(timeout, call).await {

@@ -283,14 +283,15 @@ fn decide(
         // Only this request's changes: keys other requests wrote meanwhile survive, and a session
         // destroyed meanwhile stays destroyed.
         let keys = state.changed_keys.iter().map(String::as_str);
-        StoreAction::Patch(state.id.clone(), Patch::from_changes(&state.record, keys))
+        let patch = Patch::from_changes(&state.record, keys);
+        StoreAction::Patch(state.id(config), patch)
     } else if save && persisted {
-        StoreAction::Save(state.id.clone(), state.record.clone())
+        StoreAction::Save(state.id(config), state.record.clone())
     } else if save {
-        StoreAction::Create(state.id.clone(), state.record.clone())
+        StoreAction::Create(state.id(config), state.record.clone())
     } else if touch {
         // Touch moves the expiry only: the cookie state is all the store needs.
-        StoreAction::Touch(state.id.clone(), Record::new(state.record.cookie().clone()))
+        StoreAction::Touch(state.id(config), Record::new(state.record.cookie().clone()))
     } else {
         StoreAction::Nothing
     };
@@ -355,7 +356,7 @@ async fn finish<B>(
                         tracing::warn!("session id collision in the store; retrying with a new id");
                         attempt += 1;
                         id = config.generate_id();
-                        lock_state(state).id = id.clone();
+                        lock_state(state).set_id(id.clone());
                     }
                     Err(error) => return Err(error),
                 }
@@ -369,11 +370,8 @@ async fn finish<B>(
     let options = &*session.cookie_options;
     let header = match cookie {
         CookieAction::Nothing => None,
-        CookieAction::Set => {
-            let state = lock_state(state);
-            cookie_header(session, options, &state, false)
-        }
-        CookieAction::Remove => cookie_header(session, options, &lock_state(state), true),
+        CookieAction::Set => cookie_header(session, options, &mut lock_state(state), false),
+        CookieAction::Remove => cookie_header(session, options, &mut lock_state(state), true),
     };
     if let Some(header) = header {
         append_set_cookie(response.headers_mut(), header);
@@ -383,7 +381,7 @@ async fn finish<B>(
 
 fn mark_saved(state: &std::sync::Mutex<State>, id: &SessionId) {
     let mut state = lock_state(state);
-    if &state.id == id {
+    if state.has_id(id) {
         state.mark_saved();
     }
 }
@@ -394,7 +392,7 @@ fn mark_saved(state: &std::sync::Mutex<State>, id: &SessionId) {
 fn cookie_header(
     session: &RequestSession,
     options: &CookieOptions,
-    state: &State,
+    state: &mut State,
     remove: bool,
 ) -> Option<HeaderValue> {
     if let Err(error) = check_prefix(&session.config.name, options) {
@@ -423,7 +421,10 @@ fn cookie_header(
     let value = if remove {
         String::new()
     } else {
-        session.config.keys.sign_cookie_value(&state.id)
+        session
+            .config
+            .keys
+            .sign_cookie_value(&state.id(&session.config))
     };
     let header = set_cookie(&session.config.name, &value, remove, &attributes);
     if header.is_none() {

@@ -55,6 +55,7 @@ mod flash;
 mod guard;
 mod layer;
 mod session;
+mod verified;
 
 pub use config::{
     DEFAULT_STORE_TIMEOUT, OnCorruptRecord, OnStoreError, SessionLayerBuilder, Unset,

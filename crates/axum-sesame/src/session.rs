@@ -64,7 +64,9 @@ pub(crate) struct RequestSession {
 
 /// The session's state during one request.
 pub(crate) struct State {
-    pub(crate) id: SessionId,
+    /// The session's id; a new session gets one only when it is needed (saved, sent, or asked
+    /// for), so a request that starts a session and keeps nothing generates no id at all.
+    id: Option<SessionId>,
     /// The id under which the store holds this session's record (loaded or saved this request).
     pub(crate) stored_id: Option<SessionId>,
     pub(crate) record: Record,
@@ -91,7 +93,7 @@ pub(crate) struct State {
 }
 
 impl State {
-    fn new(id: SessionId, record: Record) -> Self {
+    fn new(id: Option<SessionId>, record: Record) -> Self {
         Self {
             id,
             stored_id: None,
@@ -112,13 +114,28 @@ impl State {
         Self {
             stored_id: Some(id.clone()),
             is_new: false,
-            ..Self::new(id, record)
+            ..Self::new(Some(id), record)
         }
+    }
+
+    /// The session's id, generating it now if the session has none yet.
+    pub(crate) fn id(&mut self, config: &Config) -> SessionId {
+        self.id.get_or_insert_with(|| config.generate_id()).clone()
+    }
+
+    /// Whether `id` is (still) this session's id.
+    pub(crate) fn has_id(&self, id: &SessionId) -> bool {
+        self.id.as_ref() == Some(id)
+    }
+
+    /// Gives the session another id (after an id collision in the store).
+    pub(crate) fn set_id(&mut self, id: SessionId) {
+        self.id = Some(id);
     }
 
     /// Whether the store holds a record under the current id.
     pub(crate) fn is_persisted(&self) -> bool {
-        self.stored_id.as_ref() == Some(&self.id)
+        self.id.is_some() && self.stored_id == self.id
     }
 
     fn mark_changed(&mut self, key: &str) {
@@ -132,7 +149,7 @@ impl State {
 
     /// Marks the record as written to the store under the current id.
     pub(crate) fn mark_saved(&mut self) {
-        self.stored_id = Some(self.id.clone());
+        self.stored_id.clone_from(&self.id);
         self.unsaved = false;
         self.changed_keys.clear();
     }
@@ -151,7 +168,7 @@ impl RequestSession {
         let verified = self
             .cookie_value
             .as_deref()
-            .and_then(|value| self.config.keys.verify_cookie_value(value));
+            .and_then(|value| self.config.verified.verify(&self.config.keys, value));
         let Some(id) = verified else {
             if self.cookie_value.is_some() {
                 tracing::debug!("session cookie failed verification; starting a new session");
@@ -195,7 +212,7 @@ impl RequestSession {
     }
 
     fn fresh_state(&self) -> State {
-        State::new(self.config.generate_id(), self.fresh_record())
+        State::new(None, self.fresh_record())
     }
 
     fn fresh_record(&self) -> Record {
@@ -220,7 +237,7 @@ impl Session {
     /// The session's id. It changes on [`regenerate`](Self::regenerate), and a new session has its
     /// id from the start, though its cookie is only sent once there is something to save.
     pub fn id(&self) -> SessionId {
-        self.lock().id.clone()
+        self.lock().id(&self.request.config)
     }
 
     /// Whether the session was created by this request (the client has no cookie for it yet).
@@ -346,13 +363,12 @@ impl Session {
         if let Some(old) = &stored_id {
             self.store().destroy(old).await?;
         }
-        let new_id = self.request.config.generate_id();
         let mut state = self.lock();
         let had_client_cookie = !state.is_new || state.stale_client_cookie;
         if keep_data {
             let data = state.record.data().clone();
             let cookie = state.record.cookie().clone();
-            *state = State::new(new_id, Record::from_parts(data, cookie));
+            *state = State::new(None, Record::from_parts(data, cookie));
             let keys: Vec<String> = state.record.data().keys().cloned().collect();
             for key in keys {
                 state.mark_changed(&key);
@@ -361,7 +377,7 @@ impl Session {
             state.unsaved = true;
             state.modified = true;
         } else {
-            *state = State::new(new_id, self.request.fresh_record());
+            *state = State::new(None, self.request.fresh_record());
         }
         state.stale_client_cookie = had_client_cookie;
         tracing::debug!(keep_data, "session id regenerated");
@@ -375,10 +391,9 @@ impl Session {
         if let Some(id) = &stored_id {
             self.store().destroy(id).await?;
         }
-        let new_id = self.request.config.generate_id();
         let mut state = self.lock();
         let had_client_cookie = !state.is_new || state.stale_client_cookie;
-        *state = State::new(new_id, self.request.fresh_record());
+        *state = State::new(None, self.request.fresh_record());
         state.destroyed = true;
         state.stale_client_cookie = had_client_cookie;
         tracing::debug!("session destroyed");
@@ -399,7 +414,7 @@ impl Session {
             .await?
             .ok_or(SessionError::NotFound)?;
         let mut state = self.lock();
-        if state.id == id {
+        if state.has_id(&id) {
             state.record = record;
             state.unsaved = false;
             state.cookie_changed = false;
@@ -413,15 +428,12 @@ impl Session {
     /// this is never required.
     pub async fn save(&self) -> Result<(), SessionError> {
         let (id, record, persisted, patch) = {
-            let state = self.lock();
+            let mut state = self.lock();
             let keys = state.changed_keys.iter().map(String::as_str);
             let patch = Patch::from_changes(&state.record, keys);
-            (
-                state.id.clone(),
-                state.record.clone(),
-                state.is_persisted(),
-                patch,
-            )
+            let persisted = state.is_persisted();
+            let id = state.id(&self.request.config);
+            (id, state.record.clone(), persisted, patch)
         };
         self.request.config.check_size(&record)?;
         if !persisted {
@@ -434,7 +446,7 @@ impl Session {
             self.store().save(&id, &record).await?;
         }
         let mut state = self.lock();
-        if state.id == id {
+        if state.has_id(&id) {
             state.mark_saved();
         }
         Ok(())
@@ -467,9 +479,10 @@ impl Session {
         let compare_and_swap = self.store().capabilities().compare_and_swap;
         for _ in 0..UPDATE_ATTEMPTS {
             let (id, persisted, current) = {
-                let state = self.lock();
+                let mut state = self.lock();
                 let current = state.record.data().get(key).cloned();
-                (state.id.clone(), state.is_persisted(), current)
+                let persisted = state.is_persisted();
+                (state.id(&self.request.config), persisted, current)
             };
             let current_typed = match &current {
                 None => None,
@@ -497,7 +510,7 @@ impl Session {
                 .compare_and_swap(&id, key, current.as_ref(), Some(&next_value))
                 .await?;
             let mut state = self.lock();
-            if state.id != id {
+            if !state.has_id(&id) {
                 // The session was regenerated meanwhile; start over on the new one.
                 continue;
             }
@@ -578,7 +591,7 @@ impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = self.lock();
         f.debug_struct("Session")
-            .field("id", &state.id)
+            .field("id", &state.id.as_ref())
             .field("is_new", &state.is_new)
             .field("modified", &state.modified)
             .field("keys", &state.record.data().len())

@@ -13,23 +13,49 @@ fn layers(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("a runtime");
-    let apps = [
-        ("raw", raw_app(), "none"),
-        ("sesame", sesame_memory_app(), "connect.sid"),
-        ("tower-sessions", tower_sessions_app(), "id"),
-    ];
+    let raw = raw_app();
+    let sesame = sesame_memory_app();
+    let tower_sessions = tower_sessions_app();
     for scenario in SCENARIOS {
         let mut group = c.benchmark_group(format!("memory/{scenario}"));
-        for (name, app, cookie_name) in &apps {
-            let cookie = runtime.block_on(scenario_cookie(app, scenario, cookie_name));
-            let path = format!("/{scenario}");
-            group.bench_function(*name, |b| {
-                b.to_async(&runtime)
-                    .iter(|| send(app, &path, cookie.as_deref()))
-            });
-        }
+        let path = format!("/{scenario}");
+        bench_one(&mut group, &runtime, "raw", &raw, &path, scenario, "none");
+        bench_one(
+            &mut group,
+            &runtime,
+            "sesame",
+            &sesame,
+            &path,
+            scenario,
+            "connect.sid",
+        );
+        bench_one(
+            &mut group,
+            &runtime,
+            "tower-sessions",
+            &tower_sessions,
+            &path,
+            scenario,
+            "id",
+        );
         group.finish();
     }
+}
+
+fn bench_one<A: App>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    runtime: &tokio::runtime::Runtime,
+    name: &str,
+    app: &A,
+    path: &str,
+    scenario: &str,
+    cookie_name: &str,
+) {
+    let cookie = runtime.block_on(scenario_cookie(app, scenario, cookie_name));
+    group.bench_function(name, |b| {
+        b.to_async(runtime)
+            .iter(|| send(app, path, cookie.as_deref()))
+    });
 }
 
 criterion_group! {

@@ -8,20 +8,28 @@ fn main() {
     let implementation = args.next().unwrap_or_else(|| "sesame".to_owned());
     let scenario = args.next().unwrap_or_else(|| "read".to_owned());
     let iterations: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(20_000);
-    let (app, cookie_name) = match implementation.as_str() {
-        "raw" => (raw_app(), "none"),
-        "tower-sessions" => (tower_sessions_app(), "id"),
-        _ => (sesame_memory_app(), "connect.sid"),
-    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a runtime");
-    runtime.block_on(async {
-        let cookie = scenario_cookie(&app, &scenario, cookie_name).await;
-        let path = format!("/{scenario}");
-        for _ in 0..iterations {
-            send(&app, &path, cookie.as_deref()).await;
+    match implementation.as_str() {
+        "raw" => runtime.block_on(run(raw_app(), &scenario, "none", iterations)),
+        "tower-sessions" => {
+            runtime.block_on(run(tower_sessions_app(), &scenario, "id", iterations))
         }
-    });
+        _ => runtime.block_on(run(
+            sesame_memory_app(),
+            &scenario,
+            "connect.sid",
+            iterations,
+        )),
+    }
+}
+
+async fn run<A: App>(app: A, scenario: &str, cookie_name: &str, iterations: usize) {
+    let cookie = scenario_cookie(&app, scenario, cookie_name).await;
+    let path = format!("/{scenario}");
+    for _ in 0..iterations {
+        send(&app, &path, cookie.as_deref()).await;
+    }
 }

@@ -3,11 +3,33 @@
 #![forbid(unsafe_code)]
 #![allow(missing_docs)] // benchmark plumbing
 
+use std::convert::Infallible;
+
 use axum::Router;
 use axum::body::Body;
+use axum::response::Response;
 use axum::routing::get;
 use http_body_util::BodyExt;
-use tower::ServiceExt;
+use tower::{Layer, Service, ServiceExt};
+
+/// Each app is the router wrapped by its session middleware as a whole (`layer.layer(router)`),
+/// so the figures are the middleware's own cost, not axum's per-route re-boxing that
+/// `Router::layer` adds for any middleware.
+pub trait App:
+    Service<http::Request<Body>, Response = Response, Error = Infallible, Future: Send>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> App for S where
+    S: Service<http::Request<Body>, Response = Response, Error = Infallible, Future: Send>
+        + Clone
+        + Send
+        + 'static
+{
+}
 
 /// The scenarios of issue #9.
 pub const SCENARIOS: [&str; 5] = ["none", "read", "write", "new", "bad-cookie"];
@@ -26,9 +48,9 @@ pub fn raw_app() -> Router {
 }
 
 /// sesame with a store (the memory store by default).
-pub fn sesame_app(layer: axum_sesame::SessionLayer) -> Router {
+pub fn sesame_app(layer: axum_sesame::SessionLayer) -> impl App {
     use axum_sesame::Session;
-    Router::new()
+    let router = Router::new()
         .route("/none", get(|| async { "ok" }))
         .route(
             "/read",
@@ -56,12 +78,12 @@ pub fn sesame_app(layer: axum_sesame::SessionLayer) -> Router {
             get(|s: Session| async move {
                 format!("n={}", s.get::<u64>("n").ok().flatten().unwrap_or(0))
             }),
-        )
-        .layer(layer)
+        );
+    layer.layer(router)
 }
 
 /// sesame on its memory store.
-pub fn sesame_memory_app() -> Router {
+pub fn sesame_memory_app() -> impl App {
     sesame_app(
         axum_sesame::SessionLayer::builder()
             .secret(SECRET)
@@ -76,9 +98,9 @@ pub fn sesame_memory_app() -> Router {
 }
 
 /// tower-sessions with its memory store, the same handlers.
-pub fn tower_sessions_app() -> Router {
+pub fn tower_sessions_app() -> impl App {
     use tower_sessions::{MemoryStore, Session, SessionManagerLayer};
-    Router::new()
+    let router = Router::new()
         .route("/none", get(|| async { "ok" }))
         .route(
             "/read",
@@ -106,8 +128,10 @@ pub fn tower_sessions_app() -> Router {
             get(|s: Session| async move {
                 format!("n={}", s.get::<u64>("n").await.ok().flatten().unwrap_or(0))
             }),
-        )
-        .layer(SessionManagerLayer::new(MemoryStore::default()).with_secure(false))
+        );
+    SessionManagerLayer::new(MemoryStore::default())
+        .with_secure(false)
+        .layer(router)
 }
 
 /// A GET request with an optional `Cookie` header.
@@ -120,7 +144,7 @@ pub fn request(path: &str, cookie: Option<&str>) -> http::Request<Body> {
 }
 
 /// Sends one request and drains the body; returns the `Set-Cookie` pair, if any.
-pub async fn send(app: &Router, path: &str, cookie: Option<&str>) -> Option<String> {
+pub async fn send<A: App>(app: &A, path: &str, cookie: Option<&str>) -> Option<String> {
     let response = app
         .clone()
         .oneshot(request(path, cookie))
@@ -138,7 +162,7 @@ pub async fn send(app: &Router, path: &str, cookie: Option<&str>) -> Option<Stri
 
 /// The cookie each scenario sends: a live session's for none/read/write, none for new, a forged
 /// one for bad-cookie.
-pub async fn scenario_cookie(app: &Router, scenario: &str, name: &str) -> Option<String> {
+pub async fn scenario_cookie<A: App>(app: &A, scenario: &str, name: &str) -> Option<String> {
     match scenario {
         "new" => None,
         "bad-cookie" => Some(format!(

@@ -31,12 +31,7 @@ impl SessionId {
     /// Generates a new random id (192 bits from the system CSPRNG, base64url without padding).
     pub fn generate() -> Self {
         let mut bytes = [0u8; GENERATED_ID_BYTES];
-        system_random()
-            .fill(&mut bytes)
-            // ring's SystemRandom only fails when the OS has no entropy source at all (getrandom
-            // unavailable); continuing with predictable ids would be a security hole, so this is
-            // the one place sesame refuses to go on.
-            .expect("the operating system's random number generator failed");
+        RANDOM_POOL.with(|pool| pool.borrow_mut().take(&mut bytes));
         Self(URL_SAFE_NO_PAD.encode(bytes).into_boxed_str())
     }
 
@@ -71,15 +66,49 @@ fn is_valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b',' | b';' | b'\\'))
 }
 
+/// Bytes fetched from the OS CSPRNG per refill of a thread's pool: one `getrandom` call serves 170
+/// ids instead of one each. Every byte is used once and then overwritten.
+const POOL_BYTES: usize = 4096;
+
+/// A per-thread buffer of OS randomness, handed out in order and never reused.
+struct RandomPool {
+    bytes: Box<[u8; POOL_BYTES]>,
+    used: usize,
+}
+
+impl RandomPool {
+    fn take(&mut self, dest: &mut [u8]) {
+        if POOL_BYTES - self.used < dest.len() {
+            fill_random(&mut self.bytes[..]);
+            self.used = 0;
+        }
+        let end = self.used + dest.len();
+        dest.copy_from_slice(&self.bytes[self.used..end]);
+        // Wipe what was handed out, so the pool never holds a copy of an issued id.
+        self.bytes[self.used..end].fill(0);
+        self.used = end;
+    }
+}
+
+thread_local! {
+    static RANDOM_POOL: std::cell::RefCell<RandomPool> = std::cell::RefCell::new(RandomPool {
+        bytes: Box::new([0; POOL_BYTES]),
+        used: POOL_BYTES,
+    });
+}
+
 fn system_random() -> &'static SystemRandom {
     static RNG: OnceLock<SystemRandom> = OnceLock::new();
     RNG.get_or_init(SystemRandom::new)
 }
 
-/// Fills `dest` from the system CSPRNG (nonces of private cookies).
+/// Fills `dest` from the system CSPRNG (nonces of private cookies, the id pool).
 pub(crate) fn fill_random(dest: &mut [u8]) {
     system_random()
         .fill(dest)
+        // ring's SystemRandom only fails when the OS has no entropy source at all (getrandom
+        // unavailable); continuing with predictable ids would be a security hole, so this is the
+        // one place sesame refuses to go on.
         .expect("the operating system's random number generator failed");
 }
 
@@ -151,6 +180,17 @@ mod tests {
                 .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
         );
         assert_eq!(SessionId::parse(a.as_str()), Ok(a));
+    }
+
+    #[test]
+    fn thousands_of_generated_ids_are_distinct() {
+        let ids: std::collections::HashSet<SessionId> =
+            (0..10_000).map(|_| SessionId::generate()).collect();
+        assert_eq!(
+            ids.len(),
+            10_000,
+            "the pool never hands out the same bytes twice"
+        );
     }
 
     #[test]
