@@ -15,7 +15,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::config::{Config, CookieSource, OnStoreError, SessionLayerBuilder, Unset, check_prefix};
-use crate::cookies::{CookieAttributes, append_set_cookie, find_cookie, set_cookie};
+use crate::cookies::{CookieAttributes, append_set_cookie, set_cookie};
 use crate::session::{RequestSession, SessionHandle, State, lock_state};
 
 /// Marks a request as received over https, for servers that terminate TLS themselves: insert it
@@ -180,7 +180,6 @@ fn attach<B>(config: &Arc<Config>, request: Request<B>) -> (Request<B>, Arc<Requ
         config: Arc::clone(config),
         cookie_options,
         https,
-        cookie_value: find_cookie(request.headers(), &config.name),
         state: OnceCell::new(),
     });
     request
@@ -227,11 +226,7 @@ enum CookieAction {
 
 /// express-session's end-of-request decisions (its `shouldSave`, `shouldTouch`, `shouldSetCookie`
 /// and `shouldDestroy`), taken on a used session.
-fn decide(
-    config: &Config,
-    state: &mut State,
-    client_has_cookie: bool,
-) -> (StoreAction, CookieAction) {
+fn decide(config: &Config, state: &mut State) -> (StoreAction, CookieAction) {
     if state.ephemeral {
         tracing::debug!("session is ephemeral (the store failed): not saved, no cookie");
         return (StoreAction::Nothing, CookieAction::Nothing);
@@ -245,7 +240,7 @@ fn decide(
         return (action, CookieAction::Nothing);
     }
     if state.destroyed {
-        let cookie = if client_has_cookie || state.stale_client_cookie {
+        let cookie = if state.client_sent_cookie || state.stale_client_cookie {
             CookieAction::Remove
         } else {
             CookieAction::Nothing
@@ -316,11 +311,7 @@ async fn finish<B>(
         return Ok(());
     };
     let config = &session.config;
-    let (action, cookie) = decide(
-        config,
-        &mut lock_state(state),
-        session.cookie_value.is_some(),
-    );
+    let (action, cookie) = decide(config, &mut lock_state(state));
 
     let writes = matches!(
         action,

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use axum_core::extract::FromRequestParts;
+use http::HeaderMap;
 use http::request::Parts;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -14,6 +15,7 @@ use sesame_core::{COOKIE_KEY, CookieOptions, Patch, Record, SessionId, SessionSt
 use tokio::sync::OnceCell;
 
 use crate::config::{Config, OnCorruptRecord, OnStoreError};
+use crate::cookies::find_cookie;
 use crate::error::{SessionError, SessionRejection};
 
 /// The session of the current request: typed access to its data, its id, its cookie's expiry, and
@@ -55,9 +57,6 @@ pub(crate) struct RequestSession {
     pub(crate) cookie_options: Arc<CookieOptions>,
     /// Whether the request came over https (directly, or through a trusted proxy).
     pub(crate) https: bool,
-    /// The raw value of the session cookie, unverified: verification waits until the session is
-    /// used.
-    pub(crate) cookie_value: Option<String>,
     /// Set when a handler first uses the session; unset means the handler never touched it.
     pub(crate) state: OnceCell<Arc<Mutex<State>>>,
 }
@@ -90,6 +89,8 @@ pub(crate) struct State {
     pub(crate) detached: bool,
     /// The store failed and the layer carries on without a session: never saved, no cookie.
     pub(crate) ephemeral: bool,
+    /// The request carried a session cookie, valid or not.
+    pub(crate) client_sent_cookie: bool,
 }
 
 impl State {
@@ -107,6 +108,7 @@ impl State {
             stale_client_cookie: false,
             detached: false,
             ephemeral: false,
+            client_sent_cookie: false,
         }
     }
 
@@ -156,21 +158,26 @@ impl State {
 }
 
 impl RequestSession {
-    /// Loads the session on first use: verifies the cookie, reads the store, or starts a new session.
-    async fn state(&self) -> Result<Arc<Mutex<State>>, sesame_core::Error> {
+    /// Loads the session on first use: finds and verifies the cookie in `headers`, reads the
+    /// store, or starts a new session. The cookie is looked for only now, so a request whose
+    /// handler never uses the session never pays for parsing it.
+    async fn state(&self, headers: &HeaderMap) -> Result<Arc<Mutex<State>>, sesame_core::Error> {
         self.state
-            .get_or_try_init(|| async { self.load().await.map(|s| Arc::new(Mutex::new(s))) })
+            .get_or_try_init(|| async {
+                let cookie_value = find_cookie(headers, &self.config.name);
+                let mut state = self.load(cookie_value).await?;
+                state.client_sent_cookie = cookie_value.is_some();
+                Ok(Arc::new(Mutex::new(state)))
+            })
             .await
             .cloned()
     }
 
-    async fn load(&self) -> Result<State, sesame_core::Error> {
-        let verified = self
-            .cookie_value
-            .as_deref()
-            .and_then(|value| self.config.verified.verify(&self.config.keys, value));
+    async fn load(&self, cookie_value: Option<&str>) -> Result<State, sesame_core::Error> {
+        let verified =
+            cookie_value.and_then(|value| self.config.verified.verify(&self.config.keys, value));
         let Some(id) = verified else {
-            if self.cookie_value.is_some() {
+            if cookie_value.is_some() {
                 tracing::debug!("session cookie failed verification; starting a new session");
             }
             return Ok(self.fresh_state());
@@ -365,6 +372,7 @@ impl Session {
         }
         let mut state = self.lock();
         let had_client_cookie = !state.is_new || state.stale_client_cookie;
+        let client_sent_cookie = state.client_sent_cookie;
         if keep_data {
             let data = state.record.data().clone();
             let cookie = state.record.cookie().clone();
@@ -380,6 +388,7 @@ impl Session {
             *state = State::new(None, self.request.fresh_record());
         }
         state.stale_client_cookie = had_client_cookie;
+        state.client_sent_cookie = client_sent_cookie;
         tracing::debug!(keep_data, "session id regenerated");
         Ok(())
     }
@@ -393,9 +402,11 @@ impl Session {
         }
         let mut state = self.lock();
         let had_client_cookie = !state.is_new || state.stale_client_cookie;
+        let client_sent_cookie = state.client_sent_cookie;
         *state = State::new(None, self.request.fresh_record());
         state.destroyed = true;
         state.stale_client_cookie = had_client_cookie;
+        state.client_sent_cookie = client_sent_cookie;
         tracing::debug!("session destroyed");
         Ok(())
     }
@@ -608,7 +619,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
             .get::<SessionHandle>()
             .cloned()
             .ok_or(SessionRejection::MissingLayer)?;
-        let state = request.state().await.map_err(SessionRejection::Load)?;
+        let state = request
+            .state(&parts.headers)
+            .await
+            .map_err(SessionRejection::Load)?;
         Ok(Self { request, state })
     }
 }

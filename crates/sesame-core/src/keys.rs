@@ -377,21 +377,40 @@ pub fn find_cookie_value<'h>(header: &'h str, name: &str) -> Option<&'h str> {
 /// values: everything but `A-Z a-z 0-9 - _ . ! ~ * ' ( )` is escaped.
 pub fn encode_uri_component(value: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(value.len() + 8);
-    for &byte in value.as_bytes() {
-        if byte.is_ascii_alphanumeric()
+    fn unreserved(byte: u8) -> bool {
+        byte.is_ascii_alphanumeric()
             || matches!(
                 byte,
                 b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
             )
-        {
-            out.push(byte as char);
-        } else {
-            out.push('%');
-            out.push(HEX[usize::from(byte >> 4)] as char);
-            out.push(HEX[usize::from(byte & 0xF)] as char);
-        }
     }
+    let mut out = String::with_capacity(value.len() + 8);
+    let mut rest = value;
+    // Copies each run of unreserved characters at once: a signed cookie value has only a few
+    // bytes to escape (`:`, and `+` `/` of its base64), so this is mostly one copy per run.
+    while let Some(at) = rest.bytes().position(|byte| !unreserved(byte)) {
+        out.push_str(&rest[..at]);
+        let byte = rest.as_bytes()[at];
+        out.push('%');
+        out.push(HEX[usize::from(byte >> 4)] as char);
+        out.push(HEX[usize::from(byte & 0xF)] as char);
+        // Every byte of a multi-byte character is escaped the same way, one at a time; slicing
+        // by bytes stays on char boundaries because only ASCII bytes are ever copied as text.
+        rest = match rest.get(at + 1..) {
+            Some(tail) => tail,
+            None => {
+                // `byte` started a multi-byte character: escape its continuation bytes too.
+                let char_len = rest[at..].chars().next().map_or(1, char::len_utf8);
+                for &continuation in &rest.as_bytes()[at + 1..at + char_len] {
+                    out.push('%');
+                    out.push(HEX[usize::from(continuation >> 4)] as char);
+                    out.push(HEX[usize::from(continuation & 0xF)] as char);
+                }
+                &rest[at + char_len..]
+            }
+        };
+    }
+    out.push_str(rest);
     out
 }
 

@@ -36,10 +36,34 @@ pub use store::{Capabilities, DynStore, SessionStore};
 
 /// The current time, truncated to milliseconds as JavaScript's `Date` holds it, so that a record
 /// reads back equal after a round trip through express-session's JSON.
+///
+/// Every request asks for the time more than once; turning a clock reading into a calendar date
+/// is most of the cost, so each thread remembers its last answer and reuses it within the same
+/// millisecond.
 pub fn now() -> time::OffsetDateTime {
-    let now = time::OffsetDateTime::now_utc();
-    now.replace_nanosecond(now.nanosecond() / 1_000_000 * 1_000_000)
-        .unwrap_or(now)
+    use std::cell::Cell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    thread_local! {
+        static LAST: Cell<Option<(i128, time::OffsetDateTime)>> = const { Cell::new(None) };
+    }
+    let Ok(since_epoch) = SystemTime::now().duration_since(UNIX_EPOCH) else {
+        // A clock set before 1970: no caching, just the truncated time.
+        let now = time::OffsetDateTime::now_utc();
+        return now
+            .replace_nanosecond(now.nanosecond() / 1_000_000 * 1_000_000)
+            .unwrap_or(now);
+    };
+    let millis = since_epoch.as_millis() as i128;
+    LAST.with(|last| match last.get() {
+        Some((at, time)) if at == millis => time,
+        _ => {
+            let time = time::OffsetDateTime::from_unix_timestamp_nanos(millis * 1_000_000)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+            last.set(Some((millis, time)));
+            time
+        }
+    })
 }
 
 /// Re-export of the `time` crate, whose `OffsetDateTime` appears in sesame's API.
@@ -47,3 +71,21 @@ pub use time;
 
 /// Re-export of `serde_json`, whose `Value` and `Map` hold session data in sesame's API.
 pub use serde_json;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn now_is_the_current_time_in_whole_milliseconds() {
+        for _ in 0..1000 {
+            let before = time::OffsetDateTime::now_utc();
+            let now = super::now();
+            let after = time::OffsetDateTime::now_utc();
+            assert_eq!(now.nanosecond() % 1_000_000, 0, "{now}");
+            assert!(now <= after, "{now} after {after}");
+            assert!(
+                before - now < time::Duration::milliseconds(1),
+                "{now} before {before}"
+            );
+        }
+    }
+}
