@@ -338,8 +338,14 @@ mod iso8601 {
         d: D,
     ) -> Result<Option<OffsetDateTime>, D::Error> {
         match Option::<std::borrow::Cow<'de, str>>::deserialize(d)? {
+            // Truncated to whole milliseconds, as JavaScript's `Date` reads such a string: finer
+            // digits would not survive the next write, so the record would change by a load and
+            // save that changed nothing (found by the `record_json` fuzz target).
             Some(text) => OffsetDateTime::parse(&text, &Rfc3339)
-                .map(Some)
+                .map(|at| {
+                    let millis = at.nanosecond() / 1_000_000 * 1_000_000;
+                    Some(at.replace_nanosecond(millis).unwrap_or(at))
+                })
                 .map_err(serde::de::Error::custom),
             None => Ok(None),
         }

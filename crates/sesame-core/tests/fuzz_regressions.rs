@@ -31,3 +31,21 @@ fn long_numbers_survive_a_round_trip() {
     let record = Record::from_json(br#"{"cookie":{},"n":8.666666666666667e+44}"#).unwrap();
     assert_eq!(record.data()["n"].as_f64(), Some(8.666666666666667e44));
 }
+
+/// `record_json`: an `expires` with more than millisecond precision (`37.9203Z`) was kept to the
+/// tenth of a millisecond but written back with three digits, so the record changed on its first
+/// load and save. It is now read as JavaScript's `Date` reads it, truncated to the millisecond.
+#[test]
+fn sub_millisecond_expiry_survives_a_round_trip() {
+    // The minimized input.
+    assert_round_trip(
+        r#"{"cookie":{"originalMaxAge":86400000,"expires":"2026-10-24T00:06:37.9203Z","secure":false,"":["admin"]},"views":3}"#,
+    );
+    let record =
+        Record::from_json(br#"{"cookie":{"expires":"2026-10-24T00:06:37.9209Z"}}"#).unwrap();
+    let written = record.to_json().unwrap();
+    assert!(
+        written.contains(r#""expires":"2026-10-24T00:06:37.920Z""#),
+        "{written}"
+    );
+}
