@@ -19,7 +19,13 @@
 //!     .build();
 //! # let _ = store;
 //! ```
+//!
+//! [`CachingStore`] puts a bounded memory cache in front of any other store.
 #![forbid(unsafe_code)]
+
+mod caching;
+
+pub use caching::{CachingStore, CachingStoreBuilder, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
