@@ -36,17 +36,42 @@ pub fn secrets_from_env() -> Vec<String> {
     }
 }
 
-/// The store named by `SESAME_STORE` (default `memory`).
+/// The store named by `SESAME_STORE` (default `memory`), configured from the environment:
+///
+/// | `SESAME_STORE` | variables (defaults) |
+/// |---|---|
+/// | `memory` | — |
+/// | `redis` | `REDIS_URL` (`redis://127.0.0.1:6379`), `REDIS_PREFIX` (`sess:`) |
+/// | `mongodb` | `MONGODB_URL` (`mongodb://127.0.0.1:27017/sesame?directConnection=true`; the database is the URL's path), `MONGODB_COLLECTION` (`sessions`), `MONGODB_STRINGIFY` (`true`) |
+/// | `postgres` | `DATABASE_URL` (`postgres://postgres@127.0.0.1:5432/test`), `PG_SCHEMA` (`public`), `PG_TABLE` (`session`) |
+///
+/// The variable names are the Express interop app's (`tests/interop/app.js`), so both sides of a
+/// migration read one configuration.
 pub async fn store_from_env() -> Result<DynStore, Box<dyn Error>> {
     let kind = std::env::var("SESAME_STORE").unwrap_or_else(|_| "memory".to_owned());
     let store = match kind.as_str() {
         "memory" => DynStore::new(axum_sesame::MemoryStore::new()),
+        "redis" => {
+            let url = env_or("REDIS_URL", "redis://127.0.0.1:6379");
+            let store = axum_sesame::RedisStore::builder()
+                .prefix(env_or("REDIS_PREFIX", "sess:"))
+                .connect(&url)
+                .await?;
+            DynStore::new(store)
+        }
         other => {
-            return Err(format!("unknown SESAME_STORE {other:?}: expected memory").into());
+            return Err(format!(
+                "unknown SESAME_STORE {other:?}: expected memory, redis, mongodb or postgres"
+            )
+            .into());
         }
     };
     tracing::info!(store = kind, "session store ready");
     Ok(store)
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
 /// The address to listen on: 127.0.0.1 and `PORT` (default 3000).

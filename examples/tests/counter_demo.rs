@@ -1,69 +1,35 @@
 //! Runs the real `counter` example binary and talks HTTP to it, as the README's user would with
-#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 //! curl: the count rises with the cookie, a tampered cookie starts over, and the cookie carries the
 //! configured attributes.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-/// The example binary cargo built next to this test's binary.
-fn example_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>");
-    let path = dir.join("examples").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build --example {name}` (cargo test builds examples)",
-        path.display()
-    );
-    path
-}
+use std::process::Command;
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{Server, cookie_pair as pair, example_binary, free_port, request};
 
 fn start_counter(port: u16, secret: Option<&str>) -> Server {
+    start_counter_on(port, secret, "memory", &[])
+}
+
+fn start_counter_on(
+    port: u16,
+    secret: Option<&str>,
+    store: &str,
+    store_env: &[(&str, String)],
+) -> Server {
     let mut command = Command::new(example_binary("counter"));
     command
         .env("PORT", port.to_string())
-        .env("SESAME_STORE", "memory")
+        .env("SESAME_STORE", store)
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .envs(store_env.iter().map(|(k, v)| (k, v)));
     match secret {
         Some(secret) => command.env("SESSION_SECRET", secret),
         None => command.env_remove("SESSION_SECRET"),
     };
-    let server = Server(command.spawn().expect("start the counter example"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the counter example did not start listening"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    server
+    Server::start("counter", command, port)
 }
 
 struct Reply {
@@ -73,33 +39,12 @@ struct Reply {
 }
 
 fn get(port: u16, cookie: Option<&str>) -> Reply {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let cookie_line = cookie
-        .map(|c| format!("Cookie: {c}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n{cookie_line}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let set_cookie = head.lines().find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.eq_ignore_ascii_case("set-cookie")
-            .then(|| value.trim().to_owned())
-    });
+    let reply = request(port, "GET", "/", cookie, None);
     Reply {
-        status,
-        set_cookie,
-        body: body.to_owned(),
+        status: reply.status,
+        set_cookie: reply.set_cookie().map(str::to_owned),
+        body: reply.body,
     }
-}
-
-fn pair(set_cookie: &str) -> String {
-    set_cookie.split(';').next().unwrap().to_owned()
 }
 
 #[test]
@@ -146,4 +91,35 @@ fn without_a_secret_the_demo_still_runs_on_a_random_one() {
     assert_eq!(first.body, "views: 1");
     let cookie = pair(&first.set_cookie.unwrap());
     assert_eq!(get(port, Some(&cookie)).body, "views: 2");
+}
+
+/// The same binary counts on a server store chosen by `SESAME_STORE`; the count lives in the store,
+/// so it survives a restart of the app.
+fn counts_on(store: &str, store_env: &[(&str, String)]) {
+    const SECRET: &str = "a demo secret of at least thirty-two bytes";
+    let port = free_port();
+    let server = start_counter_on(port, Some(SECRET), store, store_env);
+    let first = get(port, None);
+    assert_eq!(first.body, "views: 1", "{}", server.log());
+    let cookie = pair(&first.set_cookie.unwrap());
+    assert_eq!(get(port, Some(&cookie)).body, "views: 2");
+    drop(server);
+    let port = free_port();
+    let _restarted = start_counter_on(port, Some(SECRET), store, store_env);
+    assert_eq!(
+        get(port, Some(&cookie)).body,
+        "views: 3",
+        "the session outlived the app process"
+    );
+}
+
+#[test]
+fn counts_on_redis() {
+    let url = sesame_conformance::backend_url("REDIS_URL", "redis://127.0.0.1:6379");
+    let address = url.trim_start_matches("redis://").split('/').next().unwrap();
+    if let Err(error) = std::net::TcpStream::connect(address) {
+        return sesame_conformance::backend_missing("Redis", &error).unwrap_or(());
+    }
+    let prefix = sesame_conformance::unique_name("counter:");
+    counts_on("redis", &[("REDIS_URL", url), ("REDIS_PREFIX", prefix)]);
 }

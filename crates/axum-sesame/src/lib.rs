@@ -45,7 +45,8 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `memory` | yes | [`MemoryStore`], the default store |
+//! | `memory` | yes | [`MemoryStore`], the default store, and [`CachingStore`], a memory cache in front of any store |
+//! | `redis` | no | `RedisStore` and the `sesame-redis` crate as `axum_sesame::redis`: connect-redis's format, on Redis or a Redis Cluster |
 #![forbid(unsafe_code)]
 
 mod config;
@@ -76,7 +77,14 @@ pub use sesame_core as core;
 
 #[cfg(feature = "memory")]
 #[doc(inline)]
-pub use sesame_memory::MemoryStore;
+pub use sesame_memory::{CachingStore, MemoryStore};
+
+/// The Redis store crate (feature `redis`): its builder, constants and the `redis` client crate.
+#[cfg(feature = "redis")]
+pub use sesame_redis as redis;
+#[cfg(feature = "redis")]
+#[doc(inline)]
+pub use sesame_redis::RedisStore;
 
 /// The README's examples, compiled as doc tests so they cannot drift from the API.
 #[cfg(doctest)]

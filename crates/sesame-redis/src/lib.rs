@@ -1,0 +1,714 @@
+//! A Redis session store for [sesame](https://crates.io/crates/axum-sesame), compatible with
+//! [connect-redis](https://github.com/tj/connect-redis), on one Redis or a Redis Cluster.
+//!
+//! # What is stored
+//!
+//! [`RedisStore`] keeps sessions exactly as connect-redis does, so an Express app and a sesame app
+//! can share one Redis (and, with the same secret and cookie name, one login) during a migration:
+//!
+//! | what | stored as |
+//! |---|---|
+//! | key | `<prefix><session id>`, prefix `sess:` by default |
+//! | value | express-session's JSON record: the session's keys plus a `cookie` object |
+//! | expiry | a Redis TTL (`SET ... PX`) until the record's `cookie.expires`, or the default TTL (one day) for a browser-session cookie |
+//! | expired record saved | deleted (`DEL`) rather than written |
+//! | `create` | `SET NX`: an id collision is [`Error::AlreadyExists`], never an overwrite |
+//! | touch | `PEXPIRE` on the key: the expiry moves, the value is not rewritten |
+//! | listing, `clear` | `SCAN MATCH <prefix>*` (never `KEYS`) on the server, or on every master of a cluster, then `MGET` / `DEL` in batches |
+//!
+//! TTLs are set in milliseconds (`PX`, `PEXPIRE`) where connect-redis uses seconds; the keys and
+//! values are the same.
+//!
+//! # Configuration
+//!
+//! ```no_run
+//! use sesame_redis::RedisStore;
+//! use std::time::Duration;
+//!
+//! # async fn run() -> Result<(), sesame_core::Error> {
+//! // One Redis, with the defaults (prefix "sess:", one day for browser-session cookies,
+//! // two seconds per command).
+//! let store = RedisStore::from_url("redis://127.0.0.1:6379").await?;
+//!
+//! // Or configured, with connect-redis's options.
+//! let store = RedisStore::builder()
+//!     .prefix("myapp:sess:")
+//!     .default_ttl(Duration::from_secs(3600))
+//!     .disable_touch(false)
+//!     .disable_ttl(false)
+//!     .timeout(Duration::from_millis(500))
+//!     .scan_count(100)
+//!     .connect("redis://127.0.0.1:6379")
+//!     .await?;
+//!
+//! // Or a Redis Cluster, from any of its nodes.
+//! let store = RedisStore::builder()
+//!     .connect_cluster(["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"])
+//!     .await?;
+//! # let _ = store;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! One Redis is reached through an auto-reconnecting
+//! [`ConnectionManager`], a cluster through a
+//! [`ClusterConnection`]; the store's API is the same.
+//! For TLS (`rediss://`) or your own reconnection settings, build the connection yourself (enable
+//! the TLS feature of the re-exported [`redis`] crate) and pass it to
+//! [`RedisStoreBuilder::build`] or [`RedisStoreBuilder::build_cluster`].
+//!
+//! # Outages
+//!
+//! Every command is bounded by the store's timeout (two seconds by default): when Redis is down a
+//! request gets [`Error::Timeout`] or [`Error::Backend`] within that bound, never a hang, and once
+//! Redis is back the same store works again, with no restart.
+//!
+//! # Concurrent requests
+//!
+//! Beyond connect-redis, the store applies per-key patches and compare-and-swap atomically on the
+//! server, each in one round trip (a Lua script on the JSON value, one key per script, so it works
+//! on a cluster too): two concurrent requests on one session keep each other's changes, and a
+//! destroyed session is never brought back by an in-flight save. The scripts copy every member of
+//! the record they do not change byte for byte, so the express format stays exact (Redis's `cjson`
+//! would turn an empty array into `{}` and round large integers; it is not used to re-encode). The
+//! store needs Redis 6.0 or later (`KEEPTTL`).
+#![forbid(unsafe_code)]
+
+mod builder;
+mod conn;
+mod script;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, FromRedisValue, RedisError, ScriptInvocation};
+use sesame_core::serde_json::{self, Value};
+use sesame_core::time::{OffsetDateTime, UtcOffset};
+use sesame_core::{
+    COOKIE_KEY, Capabilities, CookieState, Error, Patch, Record, Result, SessionId, SessionStore,
+    Swap,
+};
+
+pub use crate::builder::RedisStoreBuilder;
+use crate::conn::Connection;
+
+/// The Redis driver, re-exported so users need one dependency to build a connection.
+pub use redis;
+
+const STORE_NAME: &str = "redis";
+
+/// The key prefix of connect-redis.
+pub const DEFAULT_PREFIX: &str = "sess:";
+
+/// How long a browser-session record (one without `cookie.expires`) lives: one day, as
+/// connect-redis.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The bound on each Redis command: long enough for a loaded server, short enough that a request
+/// during an outage fails fast.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How many keys one `SCAN` step asks for, and how many records one `MGET` or `DEL` handles.
+pub const DEFAULT_SCAN_COUNT: usize = 100;
+
+/// The longest TTL the store asks Redis for, in milliseconds.
+const MAX_TTL_MILLIS: u64 = i64::MAX as u64 / 4;
+
+/// A connect-redis compatible session store on Redis or Redis Cluster. Cloning it is cheap and
+/// shares the connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: Connection,
+    prefix: String,
+    /// `prefix` with the glob characters of `SCAN MATCH` escaped, followed by `*`.
+    pattern: String,
+    default_ttl: Duration,
+    disable_touch: bool,
+    disable_ttl: bool,
+    timeout: Duration,
+    scan_count: usize,
+}
+
+/// How a write sets the key's expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expiry {
+    /// `PX` milliseconds.
+    Millis(u64),
+    /// No expiry (`disable_ttl`).
+    Never,
+}
+
+/// What the Lua scripts found wrong with a stored value or said back; the source of
+/// [`Error::Decode`] and [`Error::Backend`].
+#[derive(Debug, thiserror::Error)]
+enum ScriptError {
+    /// The stored value is not a JSON object, so no key of it can be changed.
+    #[error("the stored session record under {key:?} is not a JSON object")]
+    NotAnObject { key: String },
+    /// The script answered something it never returns (another script under the same hash?).
+    #[error("unexpected reply from the {script} script: {reply:?}")]
+    UnexpectedReply {
+        script: &'static str,
+        reply: redis::Value,
+    },
+}
+
+impl RedisStore {
+    /// A store with the default options over a connection manager you built (to pick its
+    /// reconnection, TLS and timeout settings yourself).
+    pub fn new(manager: ConnectionManager) -> Self {
+        Self::builder().build(manager)
+    }
+
+    /// A store with the default options over a Redis Cluster connection you built.
+    pub fn cluster(conn: ClusterConnection) -> Self {
+        Self::builder().build_cluster(conn)
+    }
+
+    /// Connects to the Redis at `url` (`redis://[user:password@]host:port[/db]`) with the default
+    /// options. Fails with [`Error::Backend`] or [`Error::Timeout`] when Redis cannot be reached.
+    pub async fn from_url(url: &str) -> Result<Self> {
+        Self::builder().connect(url).await
+    }
+
+    /// Configures a store.
+    pub fn builder() -> RedisStoreBuilder {
+        RedisStoreBuilder::default()
+    }
+
+    /// The key prefix (`sess:` unless configured).
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// The Redis key of a session: the prefix followed by the id, as connect-redis names it (handy
+    /// with `redis-cli`).
+    pub fn key(&self, id: &SessionId) -> String {
+        format!("{}{}", self.inner.prefix, id.as_str())
+    }
+
+    /// The bound on each command.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    /// Whether the store runs on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.inner.conn, Connection::Cluster(_))
+    }
+
+    /// Loads the Lua scripts into the server's script cache (every master of a cluster), so the
+    /// first patch is one round trip too. Best effort: a server that lost its cache (a restart)
+    /// gets a script again on first use.
+    pub(crate) async fn load_scripts(&self) {
+        for script in script::all() {
+            let mut conn = self.inner.conn.clone();
+            if let Err(error) = self.bounded(script.load_async(&mut conn)).await {
+                tracing::debug!(%error, "could not preload a Lua script; it is sent on first use");
+            }
+        }
+    }
+
+    /// Runs one command under the store's timeout.
+    async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T> {
+        let mut conn = self.inner.conn.clone();
+        self.bounded(cmd.query_async(&mut conn)).await
+    }
+
+    /// Runs a script (`EVALSHA`; `SCRIPT LOAD` first only when the server lost it) under the
+    /// store's timeout.
+    async fn invoke<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> Result<T> {
+        let mut conn = self.inner.conn.clone();
+        self.bounded(invocation.invoke_async(&mut conn)).await
+    }
+
+    /// Bounds one driver call by the store's timeout and maps its error, keeping the source.
+    async fn bounded<T>(&self, call: impl Future<Output = Result<T, RedisError>>) -> Result<T> {
+        match tokio::time::timeout(self.inner.timeout, call).await {
+            Ok(result) => result.map_err(|error| redis_error(error, self.inner.timeout)),
+            Err(_elapsed) => Err(Error::Timeout {
+                store: STORE_NAME,
+                timeout: self.inner.timeout,
+            }),
+        }
+    }
+
+    /// The expiry a write gives a record with `cookie`, or `None` when it has already expired.
+    fn expiry_of(&self, cookie: &CookieState, now: OffsetDateTime) -> Option<Expiry> {
+        let left = match cookie.expires {
+            Some(expires) => expires - now,
+            None => return self.ttl_expiry(self.inner.default_ttl),
+        };
+        if !left.is_positive() {
+            return None;
+        }
+        self.ttl_expiry(Duration::try_from(left).unwrap_or(Duration::MAX))
+    }
+
+    fn ttl_expiry(&self, ttl: Duration) -> Option<Expiry> {
+        if ttl.is_zero() {
+            return None;
+        }
+        if self.inner.disable_ttl {
+            return Some(Expiry::Never);
+        }
+        // At least one millisecond (`PX 0` is an error; a sub-millisecond TTL rounds up), and at
+        // most what Redis accepts (`now + PX` must fit in an i64; this is 73 million years).
+        Some(Expiry::Millis(
+            u64::try_from(ttl.as_millis())
+                .unwrap_or(u64::MAX)
+                .clamp(1, MAX_TTL_MILLIS),
+        ))
+    }
+
+    /// The current time for the scripts' expiry check: JavaScript's `toISOString` format when
+    /// records carry the only expiry (`disable_ttl`), empty when Redis TTLs enforce it.
+    fn script_now(&self) -> String {
+        if self.inner.disable_ttl {
+            iso_millis(sesame_core::now())
+        } else {
+            String::new()
+        }
+    }
+
+    /// Whether a record read back must be treated as gone. With a Redis TTL, Redis itself never
+    /// returns an expired key (and a touch moves the TTL, not the stored `cookie.expires`), so the
+    /// TTL is the truth; without one (`disable_ttl`), the record's own expiry is.
+    fn is_dead(&self, record: &Record) -> bool {
+        self.inner.disable_ttl && record.is_expired(sesame_core::now())
+    }
+
+    /// Decodes a stored value, `None` when it is dead.
+    fn decode(&self, bytes: &[u8]) -> Result<Option<Record>> {
+        let record = Record::from_json(bytes)?;
+        Ok((!self.is_dead(&record)).then_some(record))
+    }
+
+    /// The session id in a scanned key, `None` for a key of another prefix or not a valid id.
+    fn id_of(&self, key: &[u8]) -> Option<SessionId> {
+        let id = key.strip_prefix(self.inner.prefix.as_bytes())?;
+        SessionId::parse(std::str::from_utf8(id).ok()?).ok()
+    }
+
+    /// Every key of the store's prefix, each once, by `SCAN MATCH` on the server or on every
+    /// master of the cluster (never `KEYS`, which blocks Redis).
+    async fn scan_keys(&self) -> Result<Vec<Vec<u8>>> {
+        let mut conn = self.inner.conn.clone();
+        let targets = self.bounded(conn.scan_targets()).await?;
+        let mut seen = HashSet::new();
+        let mut keys = Vec::new();
+        for target in &targets {
+            let mut cursor = 0_u64;
+            loop {
+                let cmd = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&self.inner.pattern)
+                    .arg("COUNT")
+                    .arg(self.inner.scan_count)
+                    .clone();
+                let (next, page) = self.bounded(conn.scan_step(target, cmd)).await?;
+                for key in page {
+                    // SCAN may return a key twice (while the table is rehashed); the prefix is
+                    // re-checked so that a key outside it is never touched.
+                    if key.starts_with(self.inner.prefix.as_bytes()) && seen.insert(key.clone()) {
+                        keys.push(key);
+                    }
+                }
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    /// The live records under `keys`, fetched by `MGET` in batches (on a cluster the driver
+    /// splits each `MGET` by slot, since one `MGET` cannot span slots). A corrupt record is skipped
+    /// with a warning, so one bad value does not hide every session.
+    async fn fetch(&self, keys: &[Vec<u8>]) -> Result<Vec<(SessionId, Record)>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for batch in keys.chunks(self.inner.scan_count) {
+            let values: Vec<Option<Vec<u8>>> = self.query(redis::cmd("MGET").arg(batch)).await?;
+            for (key, value) in batch.iter().zip(values) {
+                let (Some(id), Some(bytes)) = (self.id_of(key), value) else {
+                    continue;
+                };
+                match self.decode(&bytes) {
+                    Ok(Some(record)) => out.push((id, record)),
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::warn!(%id, %error, "skipping a corrupt session record in Redis");
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs the patch script: `patch`'s changes and `cookie`, with the expiry `expiry` (`None`:
+    /// the patched record has expired and is deleted). `Ok(false)` when there is no live record.
+    async fn run_patch(
+        &self,
+        key: &str,
+        patch: Option<&Patch>,
+        cookie: &CookieState,
+        expiry: Option<Expiry>,
+    ) -> Result<bool> {
+        let mut invocation = script::PATCH.prepare_invoke();
+        invocation.key(key);
+        match expiry {
+            Some(Expiry::Millis(ms)) => invocation.arg("px").arg(ms),
+            Some(Expiry::Never) => invocation.arg("none").arg(0),
+            None => invocation.arg("del").arg(0),
+        };
+        invocation
+            .arg(self.script_now())
+            .arg(member(COOKIE_KEY, cookie)?);
+        match patch {
+            Some(patch) => {
+                // `cookie` is the cookie state's member, never session data.
+                let removals: Vec<&String> = patch
+                    .removals()
+                    .iter()
+                    .filter(|key| *key != COOKIE_KEY)
+                    .collect();
+                invocation.arg(removals.len());
+                for name in removals {
+                    invocation.arg(name.as_str());
+                }
+                for (name, value) in patch.sets() {
+                    if name != COOKIE_KEY {
+                        invocation.arg(name.as_str()).arg(member(name, value)?);
+                    }
+                }
+            }
+            None => {
+                invocation.arg(0);
+            }
+        }
+        let outcome: i64 = self.invoke(&invocation).await?;
+        match outcome {
+            1 => Ok(true),
+            0 => Ok(false),
+            -2 => Err(Error::decode(ScriptError::NotAnObject {
+                key: key.to_owned(),
+            })),
+            other => Err(backend(ScriptError::UnexpectedReply {
+                script: "patch",
+                reply: redis::Value::Int(other),
+            })),
+        }
+    }
+}
+
+/// The JSON text of one member of a record, `"name":value`, as `serde_json` writes it in
+/// [`Record::to_json`].
+fn member(name: &str, value: &impl serde::Serialize) -> Result<String> {
+    let mut text = serde_json::to_string(name).map_err(Error::encode)?;
+    text.push(':');
+    text.push_str(&serde_json::to_string(value).map_err(Error::encode)?);
+    Ok(text)
+}
+
+/// `at` as JavaScript's `Date.prototype.toISOString` writes it (`2026-11-24T00:06:37.123Z`), the
+/// format of `cookie.expires`.
+fn iso_millis(at: OffsetDateTime) -> String {
+    let at = at.to_offset(UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.millisecond()
+    )
+}
+
+/// A driver error as a store error: the driver's own response timeout (set to the store's) is a
+/// [`Error::Timeout`] like ours, anything else a [`Error::Backend`] keeping the driver's error.
+fn redis_error(error: RedisError, timeout: Duration) -> Error {
+    if error.is_timeout() {
+        Error::Timeout {
+            store: STORE_NAME,
+            timeout,
+        }
+    } else {
+        backend(error)
+    }
+}
+
+fn backend(error: impl Into<sesame_core::BoxError>) -> Error {
+    Error::backend(STORE_NAME, error)
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.inner.conn {
+            Connection::Single(_) => "single",
+            Connection::Cluster(_) => "cluster",
+        };
+        f.debug_struct("RedisStore")
+            .field("kind", &kind)
+            .field("prefix", &self.inner.prefix)
+            .field("default_ttl", &self.inner.default_ttl)
+            .field("disable_touch", &self.inner.disable_touch)
+            .field("disable_ttl", &self.inner.disable_ttl)
+            .field("timeout", &self.inner.timeout)
+            .field("scan_count", &self.inner.scan_count)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionStore for RedisStore {
+    async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
+        let bytes: Option<Vec<u8>> = self.query(redis::cmd("GET").arg(self.key(id))).await?;
+        match bytes {
+            Some(bytes) => self.decode(&bytes),
+            None => Ok(None),
+        }
+    }
+
+    async fn save(&self, id: &SessionId, record: &Record) -> Result<()> {
+        let key = self.key(id);
+        let Some(expiry) = self.expiry_of(record.cookie(), sesame_core::now()) else {
+            // connect-redis deletes a session whose cookie has expired rather than write it.
+            return self.query(redis::cmd("DEL").arg(&key)).await;
+        };
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(&key).arg(record.to_json_vec()?);
+        if let Expiry::Millis(ms) = expiry {
+            cmd.arg("PX").arg(ms);
+        }
+        self.query(&cmd).await
+    }
+
+    async fn create(&self, id: &SessionId, record: &Record) -> Result<()> {
+        let key = self.key(id);
+        let taken = Err(Error::AlreadyExists { store: STORE_NAME });
+        let Some(expiry) = self.expiry_of(record.cookie(), sesame_core::now()) else {
+            // Nothing live to insert; still, a live record under the id is a collision.
+            return match self.load(id).await? {
+                Some(_) => taken,
+                None => Ok(()),
+            };
+        };
+        let value = record.to_json_vec()?;
+        match expiry {
+            Expiry::Millis(ms) => {
+                // `SET NX` replies OK when it wrote and nil when the key exists.
+                let written: Option<redis::Value> = self
+                    .query(
+                        redis::cmd("SET")
+                            .arg(&key)
+                            .arg(value)
+                            .arg("NX")
+                            .arg("PX")
+                            .arg(ms),
+                    )
+                    .await?;
+                if written.is_some() { Ok(()) } else { taken }
+            }
+            Expiry::Never => {
+                // Without TTLs a dead record may still sit under the id: the script replaces it,
+                // and only it.
+                let mut invocation = script::CREATE.prepare_invoke();
+                invocation.key(&key).arg(self.script_now()).arg(value);
+                let written: i64 = self.invoke(&invocation).await?;
+                if written == 1 { Ok(()) } else { taken }
+            }
+        }
+    }
+
+    async fn destroy(&self, id: &SessionId) -> Result<()> {
+        self.query(redis::cmd("DEL").arg(self.key(id))).await
+    }
+
+    async fn touch(&self, id: &SessionId, record: &Record) -> Result<()> {
+        if self.inner.disable_touch {
+            return Ok(());
+        }
+        let key = self.key(id);
+        match self.expiry_of(record.cookie(), sesame_core::now()) {
+            // PEXPIRE on a missing key does nothing: a touch never creates a record.
+            Some(Expiry::Millis(ms)) => self.query(redis::cmd("PEXPIRE").arg(&key).arg(ms)).await,
+            // Without TTLs the cookie's expiry is the only one: rewrite the cookie member, keep
+            // the data, never create.
+            Some(Expiry::Never) => self
+                .run_patch(&key, None, record.cookie(), Some(Expiry::Never))
+                .await
+                .map(drop),
+            // An expiry in the past ends the session now (as `EXPIRE` with a negative TTL does).
+            None => self.query(redis::cmd("DEL").arg(&key)).await,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        STORE_NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::NONE
+            .with_listing()
+            .with_patch()
+            .with_compare_and_swap()
+    }
+
+    async fn ids(&self) -> Result<Vec<SessionId>> {
+        let keys = self.scan_keys().await?;
+        if self.inner.disable_ttl {
+            // Without TTLs, only the records tell which sessions are live.
+            return Ok(self
+                .fetch(&keys)
+                .await?
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect());
+        }
+        // `SCAN` never returns a key whose TTL has passed.
+        Ok(keys.iter().filter_map(|key| self.id_of(key)).collect())
+    }
+
+    async fn all(&self) -> Result<Vec<(SessionId, Record)>> {
+        let keys = self.scan_keys().await?;
+        self.fetch(&keys).await
+    }
+
+    async fn len(&self) -> Result<usize> {
+        self.ids().await.map(|ids| ids.len())
+    }
+
+    async fn clear(&self) -> Result<()> {
+        let keys = self.scan_keys().await?;
+        for batch in keys.chunks(self.inner.scan_count) {
+            // On a cluster the driver splits a multi-key DEL by slot.
+            self.query::<()>(redis::cmd("DEL").arg(batch)).await?;
+        }
+        Ok(())
+    }
+
+    /// One `EVALSHA` of the patch script: the changed keys are merged into the record as stored
+    /// now, on the server, copying every other member byte for byte.
+    async fn patch(&self, id: &SessionId, patch: &Patch) -> Result<bool> {
+        let expiry = self.expiry_of(patch.cookie(), sesame_core::now());
+        self.run_patch(&self.key(id), Some(patch), patch.cookie(), expiry)
+            .await
+    }
+
+    /// One `EVALSHA` of the swap script, which compares the member's stored text with the
+    /// expected value as `serde_json` writes it. When the texts differ but the values are equal as
+    /// JSON (key order, number formatting written by another app), a second call swaps on the
+    /// exact stored text.
+    async fn compare_and_swap(
+        &self,
+        id: &SessionId,
+        key: &str,
+        expected: Option<&Value>,
+        new: Option<&Value>,
+    ) -> Result<Swap> {
+        if key == COOKIE_KEY {
+            return Err(Error::encode(
+                "\"cookie\" holds the session's cookie state, not session data",
+            ));
+        }
+        let redis_key = self.key(id);
+        let new_member = new.map(|value| member(key, value)).transpose()?;
+        let mut expected_text = expected
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(Error::encode)?;
+        let work = async {
+            loop {
+                let mut invocation = script::SWAP.prepare_invoke();
+                invocation.key(&redis_key).arg(self.script_now()).arg(key);
+                match &expected_text {
+                    Some(text) => invocation.arg(1).arg(text.as_str()),
+                    None => invocation.arg(0).arg(""),
+                };
+                match &new_member {
+                    Some(text) => invocation.arg(1).arg(text.as_str()),
+                    None => invocation.arg(0).arg(""),
+                };
+                let reply: Vec<redis::Value> = self.invoke(&invocation).await?;
+                match reply.as_slice() {
+                    [redis::Value::Int(1)] => return Ok(Swap::Done),
+                    [redis::Value::Int(0)] => return Ok(Swap::Missing),
+                    [redis::Value::Int(-2)] => {
+                        return Err(Error::decode(ScriptError::NotAnObject {
+                            key: redis_key.clone(),
+                        }));
+                    }
+                    [redis::Value::Int(-1)] | [redis::Value::Int(-1), redis::Value::Nil] => {
+                        return Ok(Swap::Changed(None));
+                    }
+                    [redis::Value::Int(-1), redis::Value::BulkString(text)] => {
+                        let current: Value = serde_json::from_slice(text).map_err(Error::decode)?;
+                        if Some(&current) != expected {
+                            return Ok(Swap::Changed(Some(current)));
+                        }
+                        // Equal as JSON, written differently: swap on the stored text itself.
+                        let text = String::from_utf8(text.clone()).map_err(Error::decode)?;
+                        if expected_text.as_deref() == Some(text.as_str()) {
+                            // Cannot happen (the script compared these texts); never spin.
+                            return Ok(Swap::Changed(Some(current)));
+                        }
+                        expected_text = Some(text);
+                    }
+                    _ => {
+                        return Err(backend(ScriptError::UnexpectedReply {
+                            script: "compare-and-swap",
+                            reply: redis::Value::Array(reply),
+                        }));
+                    }
+                }
+            }
+        };
+        // Each call is bounded; this bounds the (rare) retry on a formatting difference too.
+        let bound = self.inner.timeout.saturating_mul(2);
+        tokio::time::timeout(bound, work)
+            .await
+            .unwrap_or(Err(Error::Timeout {
+                store: STORE_NAME,
+                timeout: bound,
+            }))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn dates_are_written_as_javascript_does() {
+        assert_eq!(
+            iso_millis(datetime!(2026-11-24 00:06:37.123456 UTC)),
+            "2026-11-24T00:06:37.123Z"
+        );
+        assert_eq!(
+            iso_millis(datetime!(2026-01-02 03:04:05 +02:00)),
+            "2026-01-02T01:04:05.000Z"
+        );
+    }
+
+    #[test]
+    fn members_are_serialized_as_in_a_record() {
+        assert_eq!(
+            member("a\"b", &serde_json::json!([1, {"x": []}])).unwrap(),
+            r#""a\"b":[1,{"x":[]}]"#
+        );
+    }
+}

@@ -1,0 +1,561 @@
+//! What is specific to Redis: the connect-redis key and value format, TTLs, the options, prefix
+//! isolation, the fidelity of patches to the stored JSON, and the round trips they cost.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use sesame_core::serde_json::{self, Value, json};
+use sesame_core::{CookieState, Error, Patch, Record, SessionId, SessionStore, Swap};
+use sesame_redis::redis::aio::MultiplexedConnection;
+use sesame_redis::{RedisStore, redis};
+
+use common::{PrivateRedis, cmd, raw, redis_url, single_store};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn record(ttl: Option<Duration>) -> Record {
+    let mut cookie = CookieState::default();
+    cookie.set_max_age(sesame_core::now(), ttl);
+    let mut record = Record::new(cookie);
+    record.data_mut().insert("user".into(), json!("ada"));
+    record
+}
+
+async fn get(conn: &mut MultiplexedConnection, key: &str) -> Option<String> {
+    cmd(conn, redis::cmd("GET").arg(key)).await
+}
+
+async fn pttl(conn: &mut MultiplexedConnection, key: &str) -> i64 {
+    cmd(conn, redis::cmd("PTTL").arg(key)).await
+}
+
+async fn set(conn: &mut MultiplexedConnection, key: &str, value: &str) {
+    cmd::<()>(conn, redis::cmd("SET").arg(key).arg(value)).await;
+}
+
+/// The key is `<prefix><id>`, the value express-session's JSON, the TTL the cookie's expiry.
+#[tokio::test]
+async fn key_value_and_ttl_are_connect_redis_s() {
+    let Some(store) = single_store(|b| b.default_ttl(Duration::from_secs(120))).await else {
+        return;
+    };
+    let mut conn = raw(&redis_url()).await;
+    let id = SessionId::generate();
+    let rec = record(Some(HOUR));
+    store.save(&id, &rec).await.unwrap();
+    let key = format!("{}{}", store.prefix(), id.as_str());
+    assert_eq!(store.key(&id), key);
+    assert_eq!(get(&mut conn, &key).await, Some(rec.to_json().unwrap()));
+    let ttl = pttl(&mut conn, &key).await;
+    assert!((3_590_000..=3_600_000).contains(&ttl), "PTTL {ttl}");
+
+    // A browser-session cookie (no expires): the default TTL.
+    let browser = SessionId::generate();
+    store.save(&browser, &record(None)).await.unwrap();
+    let ttl = pttl(&mut conn, &store.key(&browser)).await;
+    assert!((110_000..=120_000).contains(&ttl), "PTTL {ttl}");
+
+    // The default prefix is connect-redis's.
+    assert_eq!(
+        RedisStore::builder()
+            .connect(&redis_url())
+            .await
+            .unwrap()
+            .prefix(),
+        "sess:"
+    );
+}
+
+/// A record whose cookie has expired is deleted, not written.
+#[tokio::test]
+async fn expired_record_is_deleted_not_written() {
+    let Some(store) = single_store(|b| b).await else {
+        return;
+    };
+    let mut conn = raw(&redis_url()).await;
+    let id = SessionId::generate();
+    store.save(&id, &record(Some(HOUR))).await.unwrap();
+    let mut expired = record(Some(HOUR));
+    let past = sesame_core::now() - Duration::from_secs(1);
+    expired.cookie_mut().set_expires(past, Some(past));
+    store.save(&id, &expired).await.unwrap();
+    assert_eq!(get(&mut conn, &store.key(&id)).await, None);
+
+    let never = SessionId::generate();
+    store.save(&never, &expired).await.unwrap();
+    let exists: i64 = cmd(&mut conn, redis::cmd("EXISTS").arg(store.key(&never))).await;
+    assert_eq!(exists, 0, "an expired record is never written");
+}
+
+/// `touch` is `PEXPIRE`: the TTL moves, the value stays byte for byte.
+#[tokio::test]
+async fn touch_moves_the_ttl_only() {
+    let Some(store) = single_store(|b| b).await else {
+        return;
+    };
+    let mut conn = raw(&redis_url()).await;
+    let id = SessionId::generate();
+    let key = store.key(&id);
+    store
+        .save(&id, &record(Some(Duration::from_secs(60))))
+        .await
+        .unwrap();
+    let before = get(&mut conn, &key).await;
+    let mut touched = record(Some(HOUR));
+    touched.data_mut().insert("not".into(), json!("written"));
+    store.touch(&id, &touched).await.unwrap();
+    assert_eq!(
+        get(&mut conn, &key).await,
+        before,
+        "touch rewrote the value"
+    );
+    assert!(pttl(&mut conn, &key).await > 3_500_000);
+}
+
+/// `disable_touch`: touch does nothing.
+#[tokio::test]
+async fn disable_touch_leaves_the_ttl() {
+    let Some(store) = single_store(|b| b.disable_touch(true)).await else {
+        return;
+    };
+    let mut conn = raw(&redis_url()).await;
+    let id = SessionId::generate();
+    store
+        .save(&id, &record(Some(Duration::from_secs(60))))
+        .await
+        .unwrap();
+    store.touch(&id, &record(Some(HOUR))).await.unwrap();
+    assert!(pttl(&mut conn, &store.key(&id)).await <= 60_000);
+}
+
+/// `disable_ttl`: no Redis TTL; expiry is the cookie's, checked on read and in the scripts.
+#[tokio::test]
+async fn disable_ttl_writes_no_ttl_and_still_expires() {
+    let Some(store) = single_store(|b| b.disable_ttl(true)).await else {
+        return;
+    };
+    let mut conn = raw(&redis_url()).await;
+    let id = SessionId::generate();
+    let key = store.key(&id);
+    store
+        .save(&id, &record(Some(Duration::from_millis(300))))
+        .await
+        .unwrap();
+    assert_eq!(pttl(&mut conn, &key).await, -1, "no TTL");
+
+    // Touch rewrites the cookie member (the only expiry), keeping the data.
+    let mut touched = record(Some(HOUR));
+    touched.data_mut().insert("not".into(), json!("written"));
+    store.touch(&id, &touched).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let loaded = store.load(&id).await.unwrap().expect("touched to an hour");
+    assert_eq!(loaded.cookie(), touched.cookie());
+    assert_eq!(loaded.data(), record(None).data());
+    assert_eq!(pttl(&mut conn, &key).await, -1, "still no TTL");
+
+    // A dead record left in Redis: never returned, never patched, never swapped, and a create
+    // may take its id.
+    let dead = SessionId::generate();
+    store
+        .save(&dead, &record(Some(Duration::from_millis(200))))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(get(&mut conn, &store.key(&dead)).await.is_some(), "kept");
+    assert!(store.load(&dead).await.unwrap().is_none());
+    assert!(!store.ids().await.unwrap().contains(&dead));
+    let mut patch = Patch::new(record(Some(HOUR)).cookie().clone());
+    patch.set("x", json!(1));
+    assert!(
+        !store.patch(&dead, &patch).await.unwrap(),
+        "patched a dead record"
+    );
+    assert_eq!(
+        store
+            .compare_and_swap(&dead, "x", None, Some(&json!(1)))
+            .await
+            .unwrap(),
+        Swap::Missing
+    );
+    store.create(&dead, &record(Some(HOUR))).await.unwrap();
+    assert!(matches!(
+        store.create(&dead, &record(Some(HOUR))).await,
+        Err(Error::AlreadyExists { .. })
+    ));
+    assert_eq!(pttl(&mut conn, &store.key(&dead)).await, -1);
+}
+
+/// `create` is `SET NX`: a collision fails and leaves the record as it was.
+#[tokio::test]
+async fn create_never_overwrites() {
+    let Some(store) = single_store(|b| b).await else {
+        return;
+    };
+    let mut conn = raw(&redis_url()).await;
+    let id = SessionId::generate();
+    // A record written by another app (connect-redis) under the id.
+    let theirs =
+        r#"{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"},"n":1}"#;
+    set(&mut conn, &store.key(&id), theirs).await;
+    assert!(matches!(
+        store.create(&id, &record(Some(HOUR))).await,
+        Err(Error::AlreadyExists { .. })
+    ));
+    assert_eq!(
+        get(&mut conn, &store.key(&id)).await.as_deref(),
+        Some(theirs)
+    );
+}
+
+/// Listing and `clear` stay within the prefix: keys of other prefixes (sibling stores, other
+/// apps, a prefix with glob characters) are neither listed nor deleted.
+#[tokio::test]
+async fn clear_stays_within_the_prefix() {
+    let base = common::test_prefix();
+    let connect = |prefix: String| async move {
+        RedisStore::builder()
+            .prefix(prefix)
+            .scan_count(2)
+            .connect(&redis_url())
+            .await
+    };
+    let mine = match connect(format!("{base}a:")).await {
+        Ok(store) => store,
+        Err(error) => {
+            sesame_conformance::backend_missing::<()>("Redis", &common::chain(&error));
+            return;
+        }
+    };
+    let sibling = connect(format!("{base}b:")).await.unwrap();
+    let globby = connect(format!("{base}[a]:")).await.unwrap();
+    let mut conn = raw(&redis_url()).await;
+    for _ in 0..5 {
+        mine.save(&SessionId::generate(), &record(Some(HOUR)))
+            .await
+            .unwrap();
+    }
+    let theirs = SessionId::generate();
+    sibling.save(&theirs, &record(Some(HOUR))).await.unwrap();
+    let glob_id = SessionId::generate();
+    globby.save(&glob_id, &record(Some(HOUR))).await.unwrap();
+    let foreign = format!("{base}a");
+    set(&mut conn, &foreign, "not a session").await;
+
+    assert_eq!(
+        mine.len().await.unwrap(),
+        5,
+        "scan_count 2: several SCAN steps"
+    );
+    assert_eq!(mine.all().await.unwrap().len(), 5);
+    assert_eq!(globby.ids().await.unwrap(), vec![glob_id.clone()]);
+    mine.clear().await.unwrap();
+    assert_eq!(mine.len().await.unwrap(), 0);
+    assert!(
+        sibling.load(&theirs).await.unwrap().is_some(),
+        "sibling kept"
+    );
+    assert!(
+        globby.load(&glob_id).await.unwrap().is_some(),
+        "glob prefix kept"
+    );
+    assert_eq!(
+        get(&mut conn, &foreign).await.as_deref(),
+        Some("not a session")
+    );
+    sibling.clear().await.unwrap();
+    globby.clear().await.unwrap();
+    cmd::<()>(&mut conn, redis::cmd("DEL").arg(&foreign)).await;
+}
+
+/// The record as express-session (Node) writes it, with what `cjson` would mangle: empty arrays
+/// and objects, integers beyond 2^53, floats, exponents, escaped slashes and unicode, odd key names.
+const NODE_RECORD: &str = concat!(
+    r#"{"cookie":{"originalMaxAge":3600000,"expires":"2999-01-01T00:00:00.000Z","httpOnly":true,"path":"/"},"#,
+    r#""empty":[],"emptyObj":{},"nested":{"list":[],"deep":[[],{}]},"#,
+    r#""big":9007199254740993,"huge":123456789012345678901234567890,"float":0.30000000000000004,"#,
+    r#""exp":1e+21,"neg":-0,"text":"a\/b \u00e9 \"q\" \\","#,
+    r#""we\"ird":1,"un\u00efcode":"x","gone":true,"keep":null}"#
+);
+
+/// A patch changes only the keys it names: every other member keeps its exact text, which a
+/// `cjson` decode/encode round trip would not (`[]` -> `{}`, big integers rounded).
+#[tokio::test]
+async fn patch_keeps_untouched_members_byte_for_byte() {
+    let Some(store) = single_store(|b| b).await else {
+        return;
+    };
+    let mut conn = raw(&redis_url()).await;
+    let id = SessionId::generate();
+    let key = store.key(&id);
+    set(&mut conn, &key, NODE_RECORD).await;
+
+    let cookie = record(Some(HOUR)).cookie().clone();
+    let mut patch = Patch::new(cookie.clone());
+    patch.set("added", json!({"list": [], "n": 1}));
+    patch.set("keep", json!("now set"));
+    patch.remove("gone");
+    patch.remove("we\"ird");
+    patch.remove("never there");
+    assert!(store.patch(&id, &patch).await.unwrap());
+
+    let stored = get(&mut conn, &key).await.unwrap();
+    let cookie_json = serde_json::to_string(&cookie).unwrap();
+    let expected = format!(
+        concat!(
+            r#"{{"cookie":{},"#,
+            r#""empty":[],"emptyObj":{{}},"nested":{{"list":[],"deep":[[],{{}}]}},"#,
+            r#""big":9007199254740993,"huge":123456789012345678901234567890,"float":0.30000000000000004,"#,
+            r#""exp":1e+21,"neg":-0,"text":"a\/b \u00e9 \"q\" \\","#,
+            r#""un\u00efcode":"x","keep":"now set","added":{{"list":[],"n":1}}}}"#
+        ),
+        cookie_json
+    );
+    assert_eq!(stored, expected);
+    let ttl = pttl(&mut conn, &key).await;
+    assert!(
+        (3_590_000..=3_600_000).contains(&ttl),
+        "the patch set the TTL: {ttl}"
+    );
+    // And it still reads as a record.
+    let loaded = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(loaded.data()["empty"], json!([]));
+    assert_eq!(loaded.data()["unïcode"], json!("x"));
+}
+
+/// Keys another app wrote between our read and our save survive the patch.
+#[tokio::test]
+async fn patch_keeps_keys_written_by_others() {
+    let Some(store) = single_store(|b| b).await else {
+        return;
+    };
+    let mut conn = raw(&redis_url()).await;
+    let id = SessionId::generate();
+    let mut rec = record(Some(HOUR));
+    rec.data_mut().insert("cart".into(), json!([1]));
+    store.save(&id, &rec).await.unwrap();
+    // Our request read `rec`; meanwhile a Node app wrote the whole record with a new key.
+    let mut theirs: Value = serde_json::from_str(&rec.to_json().unwrap()).unwrap();
+    theirs["flash"] = json!({"info": ["saved"]});
+    set(&mut conn, &store.key(&id), &theirs.to_string()).await;
+    // Our request changed the cart only.
+    let mut ours = rec.clone();
+    ours.data_mut().insert("cart".into(), json!([1, 2]));
+    let patch = Patch::from_changes(&ours, ["cart"]);
+    assert!(store.patch(&id, &patch).await.unwrap());
+    let loaded = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(loaded.data()["cart"], json!([1, 2]));
+    assert_eq!(
+        loaded.data()["flash"],
+        json!({"info": ["saved"]}),
+        "their key kept"
+    );
+    assert_eq!(loaded.data()["user"], json!("ada"));
+}
+
+/// Compare-and-swap compares JSON values, also when another app wrote them with another key order,
+/// and leaves the rest of the record and its TTL alone.
+#[tokio::test]
+async fn compare_and_swap_on_foreign_formatting_and_keeps_ttl() {
+    let Some(store) = single_store(|b| b).await else {
+        return;
+    };
+    let mut conn = raw(&redis_url()).await;
+    let id = SessionId::generate();
+    let key = store.key(&id);
+    set(&mut conn, &key, NODE_RECORD).await;
+    cmd::<()>(&mut conn, redis::cmd("PEXPIRE").arg(&key).arg(600_000)).await;
+    set_member(&mut conn, &key, r#""obj":{"b":[1,2],"a":1}"#).await;
+
+    let expected = json!({"a": 1, "b": [1, 2]});
+    assert_eq!(
+        store
+            .compare_and_swap(&id, "obj", Some(&expected), Some(&json!(2)))
+            .await
+            .unwrap(),
+        Swap::Done
+    );
+    assert_eq!(
+        store
+            .compare_and_swap(&id, "big", Some(&json!(1)), None)
+            .await
+            .unwrap(),
+        Swap::Changed(Some(serde_json::from_str("9007199254740993").unwrap()))
+    );
+    let stored = get(&mut conn, &key).await.unwrap();
+    assert!(stored.ends_with(r#""obj":2}"#), "{stored}");
+    assert!(stored.contains(r#""empty":[],"emptyObj":{},"#), "{stored}");
+    assert!(stored.contains(r#""big":9007199254740993,"#), "{stored}");
+    let ttl = pttl(&mut conn, &key).await;
+    assert!((590_000..=600_000).contains(&ttl), "KEEPTTL: {ttl}");
+}
+
+/// Appends a member to the raw record under `key` (as another app would write it).
+async fn set_member(conn: &mut MultiplexedConnection, key: &str, member: &str) {
+    let stored = get(conn, key).await.unwrap();
+    let updated = format!("{},{member}}}", &stored[..stored.len() - 1]);
+    cmd::<()>(conn, redis::cmd("SET").arg(key).arg(updated).arg("KEEPTTL")).await;
+}
+
+/// A value that is not a JSON object is a decode error for load, patch and compare-and-swap,
+/// and is left as it is.
+#[tokio::test]
+async fn corrupt_values_are_decode_errors_everywhere() {
+    let Some(store) = single_store(|b| b).await else {
+        return;
+    };
+    let mut conn = raw(&redis_url()).await;
+    for bad in [
+        "",
+        "[1,2]",
+        "{\"a\":1",
+        "{\"a\" 1}",
+        "{\"a\":1}x",
+        "\"text\"",
+        "{\"a\":\"x}",
+    ] {
+        let id = SessionId::generate();
+        set(&mut conn, &store.key(&id), bad).await;
+        let mut patch = Patch::new(record(Some(HOUR)).cookie().clone());
+        patch.set("x", json!(1));
+        assert!(
+            matches!(store.patch(&id, &patch).await, Err(Error::Decode { .. })),
+            "patch of {bad:?}"
+        );
+        assert!(
+            matches!(
+                store
+                    .compare_and_swap(&id, "x", None, Some(&json!(1)))
+                    .await,
+                Err(Error::Decode { .. })
+            ),
+            "compare_and_swap of {bad:?}"
+        );
+        assert!(matches!(store.load(&id).await, Err(Error::Decode { .. })));
+        assert_eq!(get(&mut conn, &store.key(&id)).await.as_deref(), Some(bad));
+    }
+    // A JSON object that is not a record (no cookie) patches fine but does not load.
+    let id = SessionId::generate();
+    set(&mut conn, &store.key(&id), "{}").await;
+    assert!(matches!(store.load(&id).await, Err(Error::Decode { .. })));
+}
+
+/// The commands a client sent to the server while `work` ran, by name, as the server's `MONITOR`
+/// saw them: one per round trip. Commands that the Lua scripts run inside the server (shown as
+/// coming from `lua`) are not round trips and are left out.
+async fn round_trips(url: &str, work: impl std::future::Future<Output = ()>) -> Vec<(String, u64)> {
+    use futures_util::StreamExt as _;
+
+    let client = redis::Client::open(url).unwrap();
+    let mut monitor = client
+        .get_async_monitor()
+        .await
+        .unwrap()
+        .into_on_message::<String>();
+    work.await;
+    // Commands reach MONITOR in the order the server runs them: once this marker shows up, every
+    // command of `work` (which has completed) has been seen.
+    let marker = format!("end-of-work-{}", SessionId::generate().as_str());
+    let mut conn = raw(url).await;
+    let _: String = cmd(&mut conn, redis::cmd("ECHO").arg(&marker)).await;
+    let mut counts = std::collections::BTreeMap::<String, u64>::new();
+    while let Some(line) = monitor.next().await {
+        if line.contains(&marker) {
+            break;
+        }
+        // `<time> [<db> <client address or "lua">] "<command>" "<arg>"...`
+        let (source, command) = line.split_once("] ").unwrap();
+        if source.ends_with(" lua") {
+            continue;
+        }
+        let name = command.split('"').nth(1).unwrap().to_ascii_lowercase();
+        *counts.entry(name).or_default() += 1;
+    }
+    counts.into_iter().collect()
+}
+
+/// A patch save is one round trip (one `EVALSHA`), a compare-and-swap too, counted by the server
+/// itself (`MONITOR` of a private `redis-server`); after the server lost its script cache, one
+/// patch reloads the script, and the next ones are one round trip again.
+#[tokio::test]
+async fn one_round_trip_per_patch_and_per_swap() {
+    let Some(mut server) = PrivateRedis::start().await else {
+        return;
+    };
+    let store = RedisStore::builder().connect(&server.url()).await.unwrap();
+    let id = SessionId::generate();
+    store.save(&id, &record(Some(HOUR))).await.unwrap();
+
+    let patches = round_trips(&server.url(), async {
+        for n in 0..10 {
+            let mut patch = Patch::new(record(Some(HOUR)).cookie().clone());
+            patch.set(&format!("k{n}"), json!(n));
+            patch.remove("user");
+            assert!(store.patch(&id, &patch).await.unwrap());
+        }
+    })
+    .await;
+    assert_eq!(patches, vec![("evalsha".to_owned(), 10)]);
+
+    let swaps = round_trips(&server.url(), async {
+        for n in 0..5_u64 {
+            let expected = (n > 0).then(|| json!(n));
+            let swap = store
+                .compare_and_swap(&id, "count", expected.as_ref(), Some(&json!(n + 1)))
+                .await
+                .unwrap();
+            assert_eq!(swap, Swap::Done);
+        }
+    })
+    .await;
+    assert_eq!(swaps, vec![("evalsha".to_owned(), 5)]);
+
+    // The plain operations: one command each.
+    let plain = round_trips(&server.url(), async {
+        store.load(&id).await.unwrap();
+        store.touch(&id, &record(Some(HOUR))).await.unwrap();
+        store.save(&id, &record(Some(HOUR))).await.unwrap();
+        store.destroy(&id).await.unwrap();
+    })
+    .await;
+    assert_eq!(
+        plain,
+        vec![
+            ("del".to_owned(), 1),
+            ("get".to_owned(), 1),
+            ("pexpire".to_owned(), 1),
+            ("set".to_owned(), 1),
+        ]
+    );
+
+    // A restarted server has no scripts: the first patch loads it again, then it is one trip.
+    server.restart().await;
+    let id = SessionId::generate();
+    let mut patch = Patch::new(record(Some(HOUR)).cookie().clone());
+    patch.set("x", json!(1));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.save(&id, &record(Some(HOUR))).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store did not reconnect"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reload = round_trips(&server.url(), async {
+        assert!(store.patch(&id, &patch).await.unwrap());
+    })
+    .await;
+    assert_eq!(
+        reload,
+        vec![
+            ("evalsha".to_owned(), 2),
+            ("script".to_owned(), 1), // SCRIPT LOAD, after EVALSHA's NOSCRIPT
+        ]
+    );
+    let again = round_trips(&server.url(), async {
+        assert!(store.patch(&id, &patch).await.unwrap());
+    })
+    .await;
+    assert_eq!(again, vec![("evalsha".to_owned(), 1)]);
+}
