@@ -68,6 +68,7 @@ pub(crate) struct Config {
     pub(crate) resave: bool,
     pub(crate) save_uninitialized: bool,
     pub(crate) rolling: bool,
+    pub(crate) touch_after: Option<Duration>,
     pub(crate) proxy: bool,
     pub(crate) genid: Option<GenId>,
     pub(crate) unset: Unset,
@@ -156,6 +157,7 @@ pub struct SessionLayerBuilder {
     resave: bool,
     save_uninitialized: bool,
     rolling: bool,
+    touch_after: Option<Duration>,
     proxy: bool,
     genid: Option<GenId>,
     unset: Unset,
@@ -178,6 +180,7 @@ impl Default for SessionLayerBuilder {
             resave: false,
             save_uninitialized: false,
             rolling: false,
+            touch_after: None,
             proxy: false,
             genid: None,
             unset: Unset::Keep,
@@ -240,6 +243,18 @@ impl SessionLayerBuilder {
     /// `false`).
     pub fn rolling(mut self, rolling: bool) -> Self {
         self.rolling = rolling;
+        self
+    }
+
+    /// Touch an unmodified session at most once per `interval` (connect-mongo's `touchAfter`, for
+    /// every store). By default express-session's rule applies: every request that uses a stored
+    /// session and does not change it touches it, one store write per request. With an interval,
+    /// a session whose expiry was last moved less than `interval` ago is not touched; its stored
+    /// expiry (and, with `rolling`, the cookie's) stays where it was, so sessions may end up to
+    /// `interval` earlier than without it. Choose an interval small next to the max age, such as a
+    /// minute for a day.
+    pub fn touch_after(mut self, interval: Duration) -> Self {
+        self.touch_after = Some(interval);
         self
     }
 
@@ -368,6 +383,7 @@ impl SessionLayerBuilder {
             resave: self.resave,
             save_uninitialized: self.save_uninitialized,
             rolling: self.rolling,
+            touch_after: self.touch_after.filter(|interval| !interval.is_zero()),
             proxy: self.proxy,
             genid: self.genid,
             unset: self.unset,
@@ -428,6 +444,7 @@ impl fmt::Debug for SessionLayerBuilder {
             .field("resave", &self.resave)
             .field("save_uninitialized", &self.save_uninitialized)
             .field("rolling", &self.rolling)
+            .field("touch_after", &self.touch_after)
             .field("proxy", &self.proxy)
             .field("unset", &self.unset)
             .finish_non_exhaustive()

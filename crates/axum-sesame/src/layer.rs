@@ -248,17 +248,22 @@ fn decide(config: &Config, state: &mut State) -> (StoreAction, CookieAction) {
         return (StoreAction::Nothing, cookie);
     }
 
-    // express-session restarts the cookie's max age on every request that has a session.
-    if !state.cookie_changed {
-        state.record.cookie_mut().reset_expiry(sesame_core::now());
-    }
+    let now = sesame_core::now();
     let persisted = state.is_persisted();
     let save = if persisted {
         state.unsaved || config.resave
     } else {
         state.unsaved || config.save_uninitialized
     };
-    let touch = !save && persisted && !state.is_new;
+    let mut touch = !save && persisted && !state.is_new;
+    let throttled = touch && !state.cookie_changed && touched_recently(config, state, now);
+    if throttled {
+        touch = false;
+        tracing::debug!("session touched recently; touch skipped (touch_after)");
+    } else if !state.cookie_changed {
+        // express-session restarts the cookie's max age on every request that has a session.
+        state.record.cookie_mut().reset_expiry(now);
+    }
     let set_cookie = if state.is_new {
         config.save_uninitialized || state.modified || state.cookie_changed || persisted
     } else {
@@ -298,6 +303,30 @@ fn decide(config: &Config, state: &mut State) -> (StoreAction, CookieAction) {
         CookieAction::Nothing
     };
     (store, cookie)
+}
+
+/// Whether the stored expiry was moved less than `touch_after` ago: it was set to "then + max
+/// age", so "then" is the expiry minus the max age.
+fn touched_recently(
+    config: &Config,
+    state: &State,
+    now: sesame_core::time::OffsetDateTime,
+) -> bool {
+    let Some(interval) = config.touch_after else {
+        return false;
+    };
+    let cookie = state.record.cookie();
+    let (Some(expires), Some(max_age)) = (cookie.expires, cookie.original_max_age) else {
+        // A browser-session cookie: the store's own TTL, renewed by every touch. Without a max
+        // age there is no way to tell when the last touch was, so touch.
+        return false;
+    };
+    let max_age =
+        sesame_core::time::Duration::milliseconds(i64::try_from(max_age).unwrap_or(i64::MAX));
+    // Out of range (a forged or absurd record): not "recent", so the session is touched.
+    expires
+        .checked_sub(max_age)
+        .is_some_and(|last_touch| now - last_touch < interval)
 }
 
 /// Runs the end-of-request decisions for a session a handler used: store write first, then the

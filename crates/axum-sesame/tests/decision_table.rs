@@ -229,6 +229,63 @@ async fn touch_moves_the_stored_expiry_of_an_unmodified_session() {
     );
 }
 
+#[tokio::test]
+async fn touch_after_skips_touches_within_the_interval() {
+    let store = CountingStore::default();
+    let cookie = CookieOptions::default().max_age(Duration::from_secs(3600));
+    let app = app(
+        builder()
+            .cookie(cookie)
+            .rolling(true)
+            .touch_after(Duration::from_millis(1500)),
+        store.clone(),
+    );
+    let pair = start(&app).await;
+    let first = get_path(&app, "/read", Some(&pair)).await;
+    assert_eq!(store.counts.snapshot().touches, 0, "just written: no touch");
+    // With rolling, the cookie still goes out, carrying the stored expiry, not a new one.
+    let expires_of = |set_cookie: &str| {
+        set_cookie
+            .split("; ")
+            .find_map(|part| part.strip_prefix("Expires="))
+            .map(str::to_owned)
+    };
+    let first_expiry = expires_of(first.set_cookie().unwrap());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let second = get_path(&app, "/read", Some(&pair)).await;
+    assert_eq!(
+        store.counts.snapshot().touches,
+        0,
+        "within the interval: no touch"
+    );
+    assert_eq!(
+        expires_of(second.set_cookie().unwrap()),
+        first_expiry,
+        "within the interval the expiry stays"
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let third = get_path(&app, "/read", Some(&pair)).await;
+    assert_eq!(third.body, "n=1");
+    assert_eq!(
+        store.counts.snapshot().touches,
+        1,
+        "past the interval: touched"
+    );
+    assert_ne!(expires_of(third.set_cookie().unwrap()), first_expiry);
+}
+
+#[tokio::test]
+async fn without_touch_after_every_read_touches() {
+    let store = CountingStore::default();
+    let cookie = CookieOptions::default().max_age(Duration::from_secs(3600));
+    let app = app(builder().cookie(cookie), store.clone());
+    let pair = start(&app).await;
+    for _ in 0..3 {
+        get_path(&app, "/read", Some(&pair)).await;
+    }
+    assert_eq!(store.counts.snapshot().touches, 3);
+}
+
 // --- Lazy and cheap -----------------------------------------------------------------------------
 
 #[tokio::test]
