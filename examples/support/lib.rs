@@ -59,6 +59,18 @@ pub async fn store_from_env() -> Result<DynStore, Box<dyn Error>> {
                 .await?;
             DynStore::new(store)
         }
+        "mongodb" => {
+            let url = env_or(
+                "MONGODB_URL",
+                "mongodb://127.0.0.1:27017/sesame?directConnection=true",
+            );
+            let store = axum_sesame::MongoStore::builder()
+                .collection(env_or("MONGODB_COLLECTION", "sessions"))
+                .stringify(env_or("MONGODB_STRINGIFY", "true") == "true")
+                .connect(&url)
+                .await?;
+            DynStore::new(store)
+        }
         other => {
             return Err(format!(
                 "unknown SESAME_STORE {other:?}: expected memory, redis, mongodb or postgres"

@@ -116,10 +116,35 @@ fn counts_on(store: &str, store_env: &[(&str, String)]) {
 #[test]
 fn counts_on_redis() {
     let url = sesame_conformance::backend_url("REDIS_URL", "redis://127.0.0.1:6379");
-    let address = url.trim_start_matches("redis://").split('/').next().unwrap();
+    let address = url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap();
     if let Err(error) = std::net::TcpStream::connect(address) {
         return sesame_conformance::backend_missing("Redis", &error).unwrap_or(());
     }
     let prefix = sesame_conformance::unique_name("counter:");
     counts_on("redis", &[("REDIS_URL", url), ("REDIS_PREFIX", prefix)]);
+}
+
+#[test]
+fn counts_on_mongodb() {
+    let url = sesame_conformance::backend_url(
+        "MONGODB_URL",
+        "mongodb://127.0.0.1:27017/?directConnection=true",
+    );
+    let address = url
+        .trim_start_matches("mongodb://")
+        .split(['/', '?'])
+        .next()
+        .unwrap();
+    if let Err(error) = std::net::TcpStream::connect(address) {
+        return sesame_conformance::backend_missing("MongoDB", &error).unwrap_or(());
+    }
+    let collection = sesame_conformance::unique_name("counter_");
+    counts_on(
+        "mongodb",
+        &[("MONGODB_URL", url), ("MONGODB_COLLECTION", collection)],
+    );
 }

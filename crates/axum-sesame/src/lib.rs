@@ -47,6 +47,7 @@
 //! |---|---|---|
 //! | `memory` | yes | [`MemoryStore`], the default store, and [`CachingStore`], a memory cache in front of any store |
 //! | `redis` | no | `RedisStore` and the `sesame-redis` crate as `axum_sesame::redis`: connect-redis's format, on Redis or a Redis Cluster |
+//! | `mongodb` | no | `MongoStore` and the `sesame-mongodb` crate as `axum_sesame::mongodb`: connect-mongo's layout |
 #![forbid(unsafe_code)]
 
 mod config;
@@ -85,6 +86,13 @@ pub use sesame_redis as redis;
 #[cfg(feature = "redis")]
 #[doc(inline)]
 pub use sesame_redis::RedisStore;
+
+/// The MongoDB store crate (feature `mongodb`): its builder, options and the `mongodb` driver.
+#[cfg(feature = "mongodb")]
+pub use sesame_mongodb as mongodb;
+#[cfg(feature = "mongodb")]
+#[doc(inline)]
+pub use sesame_mongodb::MongoStore;
 
 /// The README's examples, compiled as doc tests so they cannot drift from the API.
 #[cfg(doctest)]
