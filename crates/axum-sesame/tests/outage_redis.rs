@@ -5,77 +5,18 @@
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 mod common;
+#[path = "common/redis.rs"]
+mod private_redis;
 
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use axum_sesame::{OnStoreError, RedisStore};
 use common::{app, builder, get_path};
+use private_redis::PrivateRedis;
 
 /// The Redis store's bound on each command here.
 const TIMEOUT: Duration = Duration::from_millis(500);
-
-/// A `redis-server` of this test's own, on a free port, killed when the test ends.
-struct PrivateRedis {
-    child: Child,
-    port: u16,
-}
-
-impl PrivateRedis {
-    fn start() -> Option<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let spawned = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn();
-        let child = match spawned {
-            Ok(child) => child,
-            Err(error) => return sesame_conformance::backend_missing("redis-server", &error),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(Self { child, port })
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill {signal}");
-    }
-
-    /// Stops the server: it keeps its data and its connections, and answers nothing.
-    fn stop(&self) {
-        self.signal("-STOP");
-    }
-
-    fn resume(&self) {
-        self.signal("-CONT");
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.resume();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn store(redis: &PrivateRedis) -> RedisStore {
     RedisStore::builder()
