@@ -82,7 +82,9 @@ impl Record {
     /// When the record expires: its cookie's `expires`, or `now + default_ttl` for a browser-session
     /// cookie (the rule of connect-redis and connect-pg-simple).
     pub fn expiry(&self, now: OffsetDateTime, default_ttl: Duration) -> OffsetDateTime {
-        self.cookie.expires.unwrap_or_else(|| now + default_ttl)
+        self.cookie
+            .expires
+            .unwrap_or_else(|| saturating_add(now, default_ttl))
     }
 
     /// The time the record has left, or `None` when it has already expired (a store then deletes
@@ -249,7 +251,7 @@ impl CookieState {
     pub fn set_max_age(&mut self, now: OffsetDateTime, max_age: Option<Duration>) {
         match max_age {
             Some(max_age) => {
-                self.expires = Some(now + max_age);
+                self.expires = Some(saturating_add(now, max_age));
                 self.original_max_age = Some(saturating_millis(max_age));
             }
             None => {
@@ -289,9 +291,20 @@ impl CookieState {
     /// which express-session runs on every request). A browser-session cookie stays one.
     pub fn reset_expiry(&mut self, now: OffsetDateTime) {
         if let Some(ms) = self.original_max_age {
-            self.expires = Some(now + Duration::from_millis(ms));
+            self.expires = Some(saturating_add(now, Duration::from_millis(ms)));
         }
     }
+}
+
+/// `at + duration`, or the last millisecond of year 9999 (the latest date express's ISO 8601
+/// format and the stores hold) when the sum would be later: a huge max age or time to live means
+/// "never expires", not a panic.
+fn saturating_add(at: OffsetDateTime, duration: Duration) -> OffsetDateTime {
+    const LATEST: OffsetDateTime = time::macros::datetime!(9999-12-31 23:59:59.999 UTC);
+    time::Duration::try_from(duration)
+        .ok()
+        .and_then(|duration| at.checked_add(duration))
+        .map_or(LATEST, |sum| sum.min(LATEST))
 }
 
 fn saturating_millis(duration: Duration) -> u64 {
@@ -429,6 +442,25 @@ mod tests {
             Record::from_value(Value::Bool(true)),
             Err(Error::Decode { .. })
         ));
+    }
+
+    #[test]
+    fn a_huge_max_age_or_time_to_live_saturates_instead_of_panicking() {
+        let now = datetime!(2026-11-23 00:00 UTC);
+        let latest = datetime!(9999-12-31 23:59:59.999 UTC);
+        let mut record = Record::new(CookieState::default());
+        assert_eq!(record.expiry(now, Duration::MAX), latest);
+        assert!(record.time_to_live(now, Duration::MAX).is_some());
+        record.cookie_mut().set_max_age(now, Some(Duration::MAX));
+        assert_eq!(record.cookie().expires, Some(latest));
+        record.cookie_mut().reset_expiry(now);
+        assert_eq!(record.cookie().expires, Some(latest));
+        let json = record.to_json().unwrap();
+        assert!(
+            json.contains("\"expires\":\"9999-12-31T23:59:59.999Z\""),
+            "{json}"
+        );
+        assert!(Record::from_json(json.as_bytes()).is_ok());
     }
 
     #[test]
