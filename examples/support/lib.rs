@@ -71,6 +71,15 @@ pub async fn store_from_env() -> Result<DynStore, Box<dyn Error>> {
                 .await?;
             DynStore::new(store)
         }
+        "postgres" => {
+            let url = env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test");
+            let store = axum_sesame::PostgresStore::builder()
+                .schema_name(env_or("PG_SCHEMA", "public"))
+                .table_name(env_or("PG_TABLE", "session"))
+                .connect(&url)
+                .await?;
+            DynStore::new(store)
+        }
         other => {
             return Err(format!(
                 "unknown SESAME_STORE {other:?}: expected memory, redis, mongodb or postgres"

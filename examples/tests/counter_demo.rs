@@ -148,3 +148,20 @@ fn counts_on_mongodb() {
         &[("MONGODB_URL", url), ("MONGODB_COLLECTION", collection)],
     );
 }
+
+#[test]
+fn counts_on_postgres() {
+    let url =
+        sesame_conformance::backend_url("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test");
+    let authority = url
+        .trim_start_matches("postgres://")
+        .split(['/', '?'])
+        .next()
+        .unwrap();
+    let address = authority.rsplit('@').next().unwrap();
+    if let Err(error) = std::net::TcpStream::connect(address) {
+        return sesame_conformance::backend_missing("PostgreSQL", &error).unwrap_or(());
+    }
+    let table = sesame_conformance::unique_name("counter_");
+    counts_on("postgres", &[("DATABASE_URL", url), ("PG_TABLE", table)]);
+}

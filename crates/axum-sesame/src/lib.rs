@@ -48,6 +48,7 @@
 //! | `memory` | yes | [`MemoryStore`], the default store, and [`CachingStore`], a memory cache in front of any store |
 //! | `redis` | no | `RedisStore` and the `sesame-redis` crate as `axum_sesame::redis`: connect-redis's format, on Redis or a Redis Cluster |
 //! | `mongodb` | no | `MongoStore` and the `sesame-mongodb` crate as `axum_sesame::mongodb`: connect-mongo's layout |
+//! | `postgres` | no | `PostgresStore` and the `sesame-postgres` crate as `axum_sesame::postgres`: connect-pg-simple's table, on sqlx |
 #![forbid(unsafe_code)]
 
 mod config;
@@ -93,6 +94,13 @@ pub use sesame_mongodb as mongodb;
 #[cfg(feature = "mongodb")]
 #[doc(inline)]
 pub use sesame_mongodb::MongoStore;
+
+/// The PostgreSQL store crate (feature `postgres`): its builder, the table's SQL and `sqlx`.
+#[cfg(feature = "postgres")]
+pub use sesame_postgres as postgres;
+#[cfg(feature = "postgres")]
+#[doc(inline)]
+pub use sesame_postgres::PostgresStore;
 
 /// The README's examples, compiled as doc tests so they cannot drift from the API.
 #[cfg(doctest)]
