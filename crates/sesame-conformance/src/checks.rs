@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sesame_core::{CookieState, Error, Patch, Record, SessionId, SessionStore, Swap};
+use sesame_core::{CookieState, Error, META_KEY, Patch, Record, SessionId, SessionStore, Swap};
 
 use crate::Fixture;
 
@@ -559,5 +559,263 @@ pub async fn concurrent_increments_all_count<F: Fixture>(_: &F, store: F::Store)
         loaded.data().get("count"),
         Some(&json!(WRITERS)),
         "no increment lost"
+    );
+}
+
+/// A record as [`sample_record`], logged in to `user`.
+pub fn record_of_user(user: &str, ttl: Duration) -> Record {
+    let mut record = sample_record(ttl);
+    record
+        .data_mut()
+        .insert(META_KEY.into(), json!({"user": user, "login": 1}));
+    record
+}
+
+/// The cookie state of [`sample_record`] with a [`deadline`](CookieState::deadline) `SHORT` from
+/// now.
+fn cookie_with_short_deadline() -> CookieState {
+    let mut cookie = sample_record(HOUR).cookie().clone();
+    cookie.deadline = Some(sesame_core::now() + SHORT);
+    cookie
+}
+
+/// The cookie's deadline (the layer's idle and absolute timeouts) caps the stored expiry, on save,
+/// on create, on touch and on patch, even though the cookie's `expires` is later.
+pub async fn deadline_caps_the_stored_expiry<F: Fixture>(_: &F, store: F::Store) {
+    let saved = SessionId::generate();
+    let mut record = sample_record(HOUR);
+    *record.cookie_mut() = cookie_with_short_deadline();
+    store.save(&saved, &record).await.expect("save");
+    let created = SessionId::generate();
+    store.create(&created, &record).await.expect("create");
+
+    let touched = SessionId::generate();
+    store
+        .save(&touched, &sample_record(HOUR))
+        .await
+        .expect("save");
+    store
+        .touch(&touched, &Record::new(cookie_with_short_deadline()))
+        .await
+        .expect("touch");
+
+    let patched = SessionId::generate();
+    if store.capabilities().patch {
+        store
+            .save(&patched, &sample_record(HOUR))
+            .await
+            .expect("save");
+        let mut patch = Patch::new(cookie_with_short_deadline());
+        patch.set("x", json!(1));
+        assert!(store.patch(&patched, &patch).await.expect("patch"));
+    }
+    assert!(
+        store.load(&saved).await.expect("load").is_some(),
+        "a record is live before its deadline"
+    );
+    wait_past_short_expiry().await;
+    for (operation, id) in [
+        ("save", &saved),
+        ("create", &created),
+        ("touch", &touched),
+        ("patch", &patched),
+    ] {
+        assert!(
+            store.load(id).await.expect("load").is_none(),
+            "a {operation} with a deadline left the record live past it"
+        );
+    }
+}
+
+fn ids_of(sessions: &[(SessionId, Record)]) -> BTreeSet<SessionId> {
+    sessions.iter().map(|(id, _)| id.clone()).collect()
+}
+
+/// With the user index capability: `user_sessions` returns exactly the live sessions of that user,
+/// with their records, whichever write put them there; user ids are arbitrary strings.
+pub async fn user_sessions_lists_a_users_live_sessions<F: Fixture>(_: &F, store: F::Store) {
+    if !store.capabilities().user_index {
+        return;
+    }
+    let alice = "alice";
+    let odd = "user:1*?[x] {tag} é\u{1F600}";
+    let created = SessionId::generate();
+    store
+        .create(&created, &record_of_user(alice, HOUR))
+        .await
+        .expect("create");
+    let saved = SessionId::generate();
+    store
+        .save(&saved, &record_of_user(alice, HOUR))
+        .await
+        .expect("save");
+    let short_lived = SessionId::generate();
+    store
+        .save(&short_lived, &record_of_user(alice, SHORT))
+        .await
+        .expect("save");
+    let odd_one = SessionId::generate();
+    store
+        .save(&odd_one, &record_of_user(odd, HOUR))
+        .await
+        .expect("save");
+    let anonymous = SessionId::generate();
+    store
+        .save(&anonymous, &sample_record(HOUR))
+        .await
+        .expect("save");
+    wait_past_short_expiry().await;
+
+    let sessions = store.user_sessions(alice).await.expect("user_sessions");
+    assert_eq!(
+        ids_of(&sessions),
+        BTreeSet::from([created.clone(), saved.clone()]),
+        "the user's live sessions, and no expired one"
+    );
+    for (_, record) in &sessions {
+        assert_eq!(record.data(), record_of_user(alice, HOUR).data());
+    }
+    let sessions = store.user_sessions(odd).await.expect("user_sessions");
+    assert_eq!(ids_of(&sessions), BTreeSet::from([odd_one]));
+    assert!(
+        store
+            .user_sessions("nobody")
+            .await
+            .expect("user_sessions")
+            .is_empty()
+    );
+    assert!(
+        store
+            .user_sessions("")
+            .await
+            .expect("user_sessions")
+            .is_empty(),
+        "sessions without a user are not indexed under an empty one"
+    );
+}
+
+/// With the user index capability: the index follows a session through saves and patches that
+/// change or remove its user, and through destroy.
+pub async fn user_index_follows_changes_and_destroy<F: Fixture>(_: &F, store: F::Store) {
+    if !store.capabilities().user_index {
+        return;
+    }
+    let (alice, bob) = ("alice", "bob");
+    let listed =
+        async |user: &str| ids_of(&store.user_sessions(user).await.expect("user_sessions"));
+    let id = SessionId::generate();
+    store.save(&id, &sample_record(HOUR)).await.expect("save");
+    assert!(listed(alice).await.is_empty());
+
+    store
+        .save(&id, &record_of_user(alice, HOUR))
+        .await
+        .expect("save");
+    assert_eq!(
+        listed(alice).await,
+        BTreeSet::from([id.clone()]),
+        "logged in by save"
+    );
+    store
+        .save(&id, &record_of_user(bob, HOUR))
+        .await
+        .expect("save");
+    assert!(
+        listed(alice).await.is_empty(),
+        "a save moved the session to another user"
+    );
+    assert_eq!(listed(bob).await, BTreeSet::from([id.clone()]));
+
+    if store.capabilities().patch {
+        let mut patch = Patch::new(sample_record(HOUR).cookie().clone());
+        patch.set(META_KEY, json!({"user": alice}));
+        assert!(store.patch(&id, &patch).await.expect("patch"));
+        assert_eq!(
+            listed(alice).await,
+            BTreeSet::from([id.clone()]),
+            "logged in by patch"
+        );
+        assert!(
+            listed(bob).await.is_empty(),
+            "a patch moved the session to another user"
+        );
+
+        let mut patch = Patch::new(sample_record(HOUR).cookie().clone());
+        patch.remove(META_KEY);
+        assert!(store.patch(&id, &patch).await.expect("patch"));
+        assert!(listed(alice).await.is_empty(), "logged out by patch");
+
+        let mut patch = Patch::new(sample_record(HOUR).cookie().clone());
+        patch.set(META_KEY, json!({"user": alice}));
+        assert!(store.patch(&id, &patch).await.expect("patch"));
+        let mut patch = Patch::new(sample_record(HOUR).cookie().clone());
+        patch.set("unrelated", json!(1));
+        assert!(store.patch(&id, &patch).await.expect("patch"));
+        assert_eq!(
+            listed(alice).await,
+            BTreeSet::from([id.clone()]),
+            "a patch of other keys keeps the user"
+        );
+    } else {
+        store
+            .save(&id, &record_of_user(alice, HOUR))
+            .await
+            .expect("save");
+    }
+
+    store.destroy(&id).await.expect("destroy");
+    assert!(
+        listed(alice).await.is_empty(),
+        "a destroyed session is not listed"
+    );
+    store.save(&id, &sample_record(HOUR)).await.expect("save");
+    assert!(
+        listed(alice).await.is_empty(),
+        "an anonymous session under a reused id is not the old user's"
+    );
+}
+
+/// With the user index capability: a touch that extends a session keeps it listed past its first
+/// expiry (the index lives as long as the sessions in it), and many sessions of one user list.
+pub async fn user_index_lives_as_long_as_its_sessions<F: Fixture>(_: &F, store: F::Store) {
+    if !store.capabilities().user_index {
+        return;
+    }
+    let user = "carol";
+    let touched = SessionId::generate();
+    store
+        .save(&touched, &record_of_user(user, SHORT))
+        .await
+        .expect("save");
+    let longer = record_of_user(user, HOUR);
+    let mut touch = Record::new(longer.cookie().clone());
+    touch
+        .data_mut()
+        .insert(META_KEY.into(), longer.data()[META_KEY].clone());
+    store.touch(&touched, &touch).await.expect("touch");
+    let mut many: BTreeSet<SessionId> = BTreeSet::from([touched.clone()]);
+    for _ in 0..40 {
+        let id = SessionId::generate();
+        store
+            .save(&id, &record_of_user(user, HOUR))
+            .await
+            .expect("save");
+        many.insert(id);
+    }
+    wait_past_short_expiry().await;
+    let sessions = store.user_sessions(user).await.expect("user_sessions");
+    assert_eq!(
+        ids_of(&sessions),
+        many,
+        "every live session of the user, including the touched one"
+    );
+    let (_, record) = sessions
+        .iter()
+        .find(|(id, _)| *id == touched)
+        .expect("the touched session");
+    assert_eq!(
+        record.data(),
+        longer.data(),
+        "a touch keeps the data as it was saved"
     );
 }

@@ -163,6 +163,10 @@ macro_rules! store_tests {
             destroy_wins_over_concurrent_patches,
             compare_and_swap_semantics,
             concurrent_increments_all_count,
+            deadline_caps_the_stored_expiry,
+            user_sessions_lists_a_users_live_sessions,
+            user_index_follows_changes_and_destroy,
+            user_index_lives_as_long_as_its_sessions,
         );
     };
 }

@@ -54,6 +54,14 @@ impl SessionId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A public name for this session that reveals nothing about its id: the first 128 bits of
+    /// the id's SHA-256, in base64url. Safe to put in a page (a "sessions of my account" list
+    /// with a revoke button): nobody can turn it back into the id, let alone a signed cookie.
+    pub fn handle(&self) -> String {
+        let digest = ring::digest::digest(&ring::digest::SHA256, self.0.as_bytes());
+        URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16])
+    }
 }
 
 /// Whether `id` has the shape of a session id: 1 to [`MAX_ID_LEN`] bytes of visible ASCII

@@ -19,6 +19,8 @@ mod cookie;
 mod error;
 mod id;
 mod keys;
+mod meta;
+mod observe;
 mod patch;
 mod record;
 mod store;
@@ -30,6 +32,8 @@ pub use keys::{
     IdHasher, KeyRing, KeyRingBuilder, KeyRingError, MAX_COOKIE_VALUE_LEN, MIN_SECRET_LEN,
     decode_uri_component, encode_uri_component, find_cookie_value,
 };
+pub use meta::{META_KEY, SessionMeta, from_unix_millis, unix_millis, user_of};
+pub use observe::{OperationSnapshot, StoreEvent, StoreMetrics, StoreObserver, StoreOperation};
 pub use patch::{Patch, Swap};
 pub use record::{COOKIE_KEY, CookieState, Record};
 pub use store::{Capabilities, DynStore, SessionStore};

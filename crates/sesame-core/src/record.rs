@@ -79,12 +79,9 @@ impl Record {
         (self.data, self.cookie)
     }
 
-    /// When the record expires: its cookie's `expires`, or `now + default_ttl` for a browser-session
-    /// cookie (the rule of connect-redis and connect-pg-simple).
+    /// When the record expires in the store: see [`CookieState::store_expiry`].
     pub fn expiry(&self, now: OffsetDateTime, default_ttl: Duration) -> OffsetDateTime {
-        self.cookie
-            .expires
-            .unwrap_or_else(|| saturating_add(now, default_ttl))
+        self.cookie.store_expiry(now, default_ttl)
     }
 
     /// The time the record has left, or `None` when it has already expired (a store then deletes
@@ -98,10 +95,13 @@ impl Record {
         }
     }
 
-    /// Whether the record's cookie has expired at `now`. A record without `expires` never expires
-    /// by itself; stores bound it with their default time to live.
+    /// Whether the record has expired at `now`: its cookie's `expires` or its
+    /// [`deadline`](CookieState::deadline) has passed. A record without either never expires by
+    /// itself; stores bound it with their default time to live.
     pub fn is_expired(&self, now: OffsetDateTime) -> bool {
-        self.cookie.expires.is_some_and(|expires| expires <= now)
+        let cookie = &self.cookie;
+        cookie.expires.is_some_and(|expires| expires <= now)
+            || cookie.deadline.is_some_and(|deadline| deadline <= now)
     }
 
     /// Serializes to express-session's JSON.
@@ -225,6 +225,11 @@ pub struct CookieState {
     /// Fields written by other implementations that sesame keeps as they are.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+    /// A time past which the store must not keep the session, whatever `expires` says: the
+    /// layer's idle and absolute timeouts. Not part of express's format, so never serialized: the
+    /// layer sets it on every write and touch. See [`store_expiry`](Self::store_expiry).
+    #[serde(skip)]
+    pub deadline: Option<OffsetDateTime>,
 }
 
 impl Default for CookieState {
@@ -241,11 +246,26 @@ impl Default for CookieState {
             partitioned: None,
             priority: None,
             extra: Map::new(),
+            deadline: None,
         }
     }
 }
 
 impl CookieState {
+    /// When a store must let the session go: the cookie's `expires`, or `now + default_ttl` for a
+    /// browser-session cookie (the rule of connect-redis and connect-pg-simple), but never later
+    /// than the [`deadline`](Self::deadline). Every store computes its expiry (TTL, `expires`
+    /// field, `expire` column) with this.
+    pub fn store_expiry(&self, now: OffsetDateTime, default_ttl: Duration) -> OffsetDateTime {
+        let expiry = self
+            .expires
+            .unwrap_or_else(|| saturating_add(now, default_ttl));
+        match self.deadline {
+            Some(deadline) => expiry.min(deadline),
+            None => expiry,
+        }
+    }
+
     /// Sets a max age from `now` (express's `cookie.maxAge = ms`): `expires` becomes `now + max_age`
     /// and `originalMaxAge` the max age. `None` makes it a browser-session cookie.
     pub fn set_max_age(&mut self, now: OffsetDateTime, max_age: Option<Duration>) {

@@ -21,6 +21,9 @@ pub struct Capabilities {
     pub patch: bool,
     /// `compare_and_swap` is implemented: atomic read-modify-write of one key.
     pub compare_and_swap: bool,
+    /// `user_sessions` is implemented: the store indexes sessions by the user logged in to them,
+    /// so an application can list a user's sessions and log them out everywhere.
+    pub user_index: bool,
 }
 
 impl Capabilities {
@@ -29,6 +32,7 @@ impl Capabilities {
         listing: false,
         patch: false,
         compare_and_swap: false,
+        user_index: false,
     };
 
     /// Adds the patch capability.
@@ -42,6 +46,13 @@ impl Capabilities {
     #[must_use]
     pub const fn with_compare_and_swap(mut self) -> Self {
         self.compare_and_swap = true;
+        self
+    }
+
+    /// Adds the user index capability.
+    #[must_use]
+    pub const fn with_user_index(mut self) -> Self {
+        self.user_index = true;
         self
     }
 
@@ -143,6 +154,26 @@ pub trait SessionStore: Send + Sync + 'static {
         let store = self.name();
         async move { Err(not_supported(store, "compare_and_swap")) }
     }
+
+    /// Every live session whose user ([`Record::user`], the `user` of the
+    /// [`META_KEY`](crate::META_KEY) object) is `user`, with its record. (Optional:
+    /// [`Capabilities::user_index`].)
+    ///
+    /// The store keeps an index from user to sessions, updated by every write that carries the
+    /// meta object (`create`, `save`, `patch`) and by `destroy` and expiry. The record given to
+    /// `touch` holds the meta object of a logged-in session too, so a store whose index entries
+    /// expire can keep them alive as long as the session; a touch must not change whose session
+    /// it is (its copy of the meta object may be older than the stored one). An index may lag (a destroyed or expired session, or one whose user
+    /// changed, may linger in it for a while), but what this returns never does: every session
+    /// returned is live and belongs to `user` now.
+    fn user_sessions(
+        &self,
+        user: &str,
+    ) -> impl Future<Output = Result<Vec<(SessionId, Record)>>> + Send {
+        let _ = user;
+        let store = self.name();
+        async move { Err(not_supported(store, "user_sessions")) }
+    }
 }
 
 fn not_supported(store: &'static str, operation: &'static str) -> Error {
@@ -195,6 +226,12 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
     ) -> impl Future<Output = Result<Swap>> + Send {
         (**self).compare_and_swap(id, key, expected, new)
     }
+    fn user_sessions(
+        &self,
+        user: &str,
+    ) -> impl Future<Output = Result<Vec<(SessionId, Record)>>> + Send {
+        (**self).user_sessions(user)
+    }
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -220,6 +257,10 @@ trait ErasedStore: Send + Sync + 'static {
         expected: Option<&'a Value>,
         new: Option<&'a Value>,
     ) -> BoxFuture<'a, Result<Swap>>;
+    fn user_sessions<'a>(
+        &'a self,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(SessionId, Record)>>>;
 }
 
 impl<S: SessionStore> ErasedStore for S {
@@ -267,6 +308,12 @@ impl<S: SessionStore> ErasedStore for S {
         new: Option<&'a Value>,
     ) -> BoxFuture<'a, Result<Swap>> {
         Box::pin(SessionStore::compare_and_swap(self, id, key, expected, new))
+    }
+    fn user_sessions<'a>(
+        &'a self,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(SessionId, Record)>>> {
+        Box::pin(SessionStore::user_sessions(self, user))
     }
 }
 
@@ -342,5 +389,8 @@ impl SessionStore for DynStore {
         new: Option<&Value>,
     ) -> Result<Swap> {
         self.0.compare_and_swap(id, key, expected, new).await
+    }
+    async fn user_sessions(&self, user: &str) -> Result<Vec<(SessionId, Record)>> {
+        self.0.user_sessions(user).await
     }
 }

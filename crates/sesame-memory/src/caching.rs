@@ -314,6 +314,11 @@ impl<S: SessionStore> SessionStore for CachingStore<S> {
         self.cache.invalidate(id);
         result
     }
+
+    /// Always asks the inner store: its index is the authority on who is logged in where.
+    async fn user_sessions(&self, user: &str) -> Result<Vec<(SessionId, Record)>> {
+        self.inner.user_sessions(user).await
+    }
 }
 
 #[cfg(test)]

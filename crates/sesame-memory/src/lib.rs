@@ -27,14 +27,16 @@ mod caching;
 
 pub use caching::{CachingStore, CachingStoreBuilder, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Duration;
 
 use sesame_core::serde_json::Value;
 use sesame_core::time::OffsetDateTime;
-use sesame_core::{Capabilities, Error, Patch, Record, Result, SessionId, SessionStore, Swap};
+use sesame_core::{
+    Capabilities, Error, META_KEY, Patch, Record, Result, SessionId, SessionStore, Swap, user_of,
+};
 
 const STORE_NAME: &str = "memory";
 
@@ -60,6 +62,10 @@ struct Inner {
     /// Set once the sweeper task has been spawned. It is spawned on first use rather than at
     /// construction, because a store is often built before (or outside) the tokio runtime.
     sweeper_started: AtomicBool,
+    /// The user index: the ids of each user's sessions. Only writes that change a session's user
+    /// take this lock, always while holding the session's shard lock (shard, then users: never the
+    /// other way round), so the index never misses a session the shards hold.
+    users: RwLock<HashMap<String, HashSet<SessionId>>>,
 }
 
 struct Entry {
@@ -149,6 +155,20 @@ impl MemoryStore {
         out
     }
 
+    /// Moves `id` in the user index from `old` to `new` user. Called with `id`'s shard lock held.
+    fn reindex(&self, id: &SessionId, old: Option<&str>, new: Option<&str>) {
+        if old == new {
+            return;
+        }
+        let mut users = write_lock(&self.inner.users);
+        if let Some(old) = old {
+            unindex(&mut users, old, id);
+        }
+        if let Some(new) = new {
+            users.entry(new.to_owned()).or_default().insert(id.clone());
+        }
+    }
+
     fn entry(&self, record: &Record, now: OffsetDateTime) -> Entry {
         Entry {
             record: record.clone(),
@@ -210,6 +230,7 @@ impl MemoryStoreBuilder {
                 default_ttl: self.default_ttl,
                 sweep_interval: self.sweep_interval.filter(|interval| !interval.is_zero()),
                 sweeper_started: AtomicBool::new(false),
+                users: RwLock::default(),
             }),
         }
     }
@@ -226,6 +247,15 @@ fn shard_index(id: &str, shards: usize) -> usize {
     (hash % shards as u64) as usize
 }
 
+fn unindex(users: &mut HashMap<String, HashSet<SessionId>>, user: &str, id: &SessionId) {
+    if let Some(ids) = users.get_mut(user) {
+        ids.remove(id);
+        if ids.is_empty() {
+            users.remove(user);
+        }
+    }
+}
+
 async fn sweep(inner: &Inner) -> usize {
     let mut removed = 0;
     for shard in inner.shards.iter() {
@@ -233,7 +263,20 @@ async fn sweep(inner: &Inner) -> usize {
         {
             let mut map = write_lock(shard);
             let before = map.len();
-            map.retain(|_, entry| entry.expires_at > now);
+            let mut expired_of_users = Vec::new();
+            map.retain(|id, entry| {
+                let live = entry.expires_at > now;
+                if let (false, Some(user)) = (live, entry.record.user()) {
+                    expired_of_users.push((user.to_owned(), id.clone()));
+                }
+                live
+            });
+            if !expired_of_users.is_empty() {
+                let mut users = write_lock(&inner.users);
+                for (user, id) in &expired_of_users {
+                    unindex(&mut users, user, id);
+                }
+            }
             removed += before - map.len();
         }
         // Let requests waiting on this shard's lock (and other tasks) run between shards.
@@ -268,11 +311,13 @@ impl SessionStore for MemoryStore {
         let now = sesame_core::now();
         let entry = self.entry(record, now);
         let mut map = self.write(id);
-        if entry.expires_at > now {
-            map.insert(id.clone(), entry);
+        let new_user = (entry.expires_at > now).then(|| record.user()).flatten();
+        let old = if entry.expires_at > now {
+            map.insert(id.clone(), entry)
         } else {
-            map.remove(id);
-        }
+            map.remove(id)
+        };
+        self.reindex(id, old.as_ref().and_then(|old| old.record.user()), new_user);
         Ok(())
     }
 
@@ -286,12 +331,20 @@ impl SessionStore for MemoryStore {
         {
             return Err(Error::AlreadyExists { store: STORE_NAME });
         }
-        map.insert(id.clone(), entry);
+        let old = map.insert(id.clone(), entry);
+        self.reindex(
+            id,
+            old.as_ref().and_then(|old| old.record.user()),
+            record.user(),
+        );
         Ok(())
     }
 
     async fn destroy(&self, id: &SessionId) -> Result<()> {
-        self.write(id).remove(id);
+        let mut map = self.write(id);
+        if let Some(old) = map.remove(id) {
+            self.reindex(id, old.record.user(), None);
+        }
         Ok(())
     }
 
@@ -315,6 +368,7 @@ impl SessionStore for MemoryStore {
             .with_listing()
             .with_patch()
             .with_compare_and_swap()
+            .with_user_index()
     }
 
     /// Applies the patch under the shard's write lock: atomic against every other write.
@@ -324,11 +378,17 @@ impl SessionStore for MemoryStore {
         let Some(entry) = map.get_mut(id).filter(|entry| entry.expires_at > now) else {
             return Ok(false);
         };
+        let old_user = entry.record.user().map(str::to_owned);
         patch.apply_to(&mut entry.record);
         entry.expires_at = entry.record.expiry(now, self.inner.default_ttl);
-        if entry.expires_at <= now {
+        let new_user = if entry.expires_at <= now {
             map.remove(id);
-        }
+            None
+        } else {
+            map.get(id)
+                .and_then(|entry| entry.record.user().map(str::to_owned))
+        };
+        self.reindex(id, old_user.as_deref(), new_user.as_deref());
         Ok(true)
     }
 
@@ -349,10 +409,15 @@ impl SessionStore for MemoryStore {
         if data.get(key) != expected {
             return Ok(Swap::Changed(data.get(key).cloned()));
         }
+        let old_user = (key == META_KEY).then(|| user_of(data).map(str::to_owned));
         match new {
             Some(value) => data.insert(key.to_owned(), value.clone()),
             None => data.remove(key),
         };
+        if let Some(old_user) = old_user {
+            let new_user = user_of(data).map(str::to_owned);
+            self.reindex(id, old_user.as_deref(), new_user.as_deref());
+        }
         Ok(Swap::Done)
     }
 
@@ -370,9 +435,34 @@ impl SessionStore for MemoryStore {
 
     async fn clear(&self) -> Result<()> {
         for shard in self.inner.shards.iter() {
-            write_lock(shard).clear();
+            let mut map = write_lock(shard);
+            for (id, entry) in map.drain() {
+                if let Some(user) = entry.record.user() {
+                    unindex(&mut write_lock(&self.inner.users), user, &id);
+                }
+            }
         }
         Ok(())
+    }
+
+    async fn user_sessions(&self, user: &str) -> Result<Vec<(SessionId, Record)>> {
+        let ids: Vec<SessionId> = read_lock(&self.inner.users)
+            .get(user)
+            .map(|ids| ids.iter().cloned().collect())
+            .unwrap_or_default();
+        let now = sesame_core::now();
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| {
+                let map = read_lock(self.shard(&id));
+                let entry = map
+                    .get(&id)
+                    .filter(|entry| entry.expires_at > now && entry.record.user() == Some(user))?;
+                let record = entry.record.clone();
+                drop(map);
+                Some((id, record))
+            })
+            .collect())
     }
 }
 

@@ -11,7 +11,8 @@
 //! { _id: "<session id>",
 //!   session: "<express-session's JSON record>",   // or a sub-document with `stringify(false)`
 //!   expires: ISODate("..."),                       // the cookie's expiry, or now + 14 days
-//!   lastModified: ISODate("...") }                 // only with `touch_after`
+//!   lastModified: ISODate("..."),                  // only with `touch_after`
+//!   user: "<user id>" }                            // only while a user is logged in to it
 //! ```
 //!
 //! - Reads skip documents past `expires`, so an expired session is never returned even before
@@ -25,6 +26,27 @@
 //!   document, so MongoDB's duplicate key error reports an id collision, as
 //!   [`Error::AlreadyExists`].
 //! - Listing (`ids`, `all`, `len`, `clear`) covers the store's collection.
+//! - `expires` is never later than the layer's idle and absolute timeouts allow (the cookie
+//!   state's [deadline](sesame_core::CookieState::deadline)), so MongoDB drops a session as soon as
+//!   the layer would refuse it.
+//!
+//! # Sessions of a user
+//!
+//! [`user_sessions`](SessionStore::user_sessions) lists the live sessions a user is logged in to
+//! (to show them, or to log the user out everywhere). The index is the top-level field
+//! [`user`](USER_FIELD) of each session document: a copy of the record's `sesame.user`, written by
+//! the same single update as the session itself (`save` and `create` put it in the document,
+//! `patch` and compare-and-swap `$set` it, or `$unset` it when the user is removed), so it costs
+//! no extra round trip, and it lives and dies with its document (TTL index, `destroy`). A touch
+//! leaves it alone. With [`AutoRemove::Native`] the store also creates a sparse index
+//! `{user: 1}` (anonymous sessions, without the field, stay out of it); with the other modes,
+//! which create no index, create it yourself or the query scans the collection.
+//!
+//! The listing is one query, `{user, expires > now}`; every record found is checked against its
+//! own `sesame.user`, and only those that match are returned. connect-mongo's writes keep the
+//! field (its `set` is a `$set` of its own fields), so an Express app sharing the collection reads
+//! and writes the same documents; if it changes a session's user, the field is stale until the
+//! listing finds it out and removes it.
 //!
 //! # Concurrent requests
 //!
@@ -107,7 +129,8 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use sesame_core::serde_json::Value;
 use sesame_core::time::OffsetDateTime;
 use sesame_core::{
-    COOKIE_KEY, Capabilities, Error, Patch, Record, Result, SessionId, SessionStore, Swap,
+    COOKIE_KEY, Capabilities, CookieState, Error, META_KEY, Patch, Record, Result, SessionId,
+    SessionStore, Swap,
 };
 
 pub use mongodb;
@@ -116,6 +139,12 @@ const STORE_NAME: &str = "mongodb";
 
 /// The collection connect-mongo uses by default.
 pub const DEFAULT_COLLECTION: &str = "sessions";
+
+/// The top-level field of a session document that holds the id of the user logged in to the
+/// session (a copy of the record's `sesame.user`), absent when nobody is: what
+/// [`user_sessions`](SessionStore::user_sessions) queries, under a sparse index. See
+/// [Sessions of a user](crate#sessions-of-a-user).
+pub const USER_FIELD: &str = "user";
 
 /// How long a browser-session record (one whose cookie has no `expires`) lives: 14 days, as
 /// connect-mongo's default `ttl`.
@@ -256,16 +285,19 @@ impl MongoStore {
         &self.inner.collection
     }
 
-    /// Creates the TTL index now (with [`AutoRemove::Native`]) rather than on first use, and checks
-    /// that the server answers, so that an unreachable server, a missing permission or a conflicting
-    /// index on `expires` shows at start-up. Calling it is optional.
+    /// Creates the indexes now (with [`AutoRemove::Native`]: the TTL index on `expires` and the
+    /// [user index](crate#sessions-of-a-user) on `user`) rather than on first use, and checks that
+    /// the server answers, so that an unreachable server, a missing permission or a conflicting
+    /// index on `expires` or `user` shows at start-up. Calling it is optional.
     ///
     /// On first use, a conflicting index or a refused `createIndexes` is only logged: sessions keep
-    /// working (reads filter on `expires` anyway), but expired documents then stay until removed.
+    /// working (reads filter on `expires` anyway), but expired documents then stay until removed,
+    /// and [`user_sessions`](SessionStore::user_sessions) scans the collection.
     pub async fn init(&self) -> Result<()> {
         self.start_remover();
         if self.inner.auto_remove == AutoRemove::Native {
             self.create_ttl_index().await?;
+            self.create_user_index().await?;
         } else {
             let database = self.inner.collection.client().database("admin");
             self.bounded(database.run_command(doc! {"ping": 1}).into_future())
@@ -295,6 +327,20 @@ impl MongoStore {
         let index = IndexModel::builder()
             .keys(doc! {"expires": 1})
             .options(IndexOptions::builder().expire_after(Duration::ZERO).build())
+            .build();
+        self.bounded(self.inner.collection.create_index(index).into_future())
+            .await?;
+        Ok(())
+    }
+
+    /// The user index: `{user: 1}`, sparse, so that the anonymous sessions (most of them, and
+    /// without the field) stay out of it and cost it nothing. Created alongside the TTL index, so
+    /// only when the store creates indexes at all ([`AutoRemove::Native`]); as with the TTL index,
+    /// creating an identical one again is a no-op.
+    async fn create_user_index(&self) -> Result<()> {
+        let index = IndexModel::builder()
+            .keys(doc! {USER_FIELD: 1})
+            .options(IndexOptions::builder().sparse(true).build())
             .build();
         self.bounded(self.inner.collection.create_index(index).into_future())
             .await?;
@@ -338,6 +384,18 @@ impl MongoStore {
                     );
                 }
                 // Unreachable: fail this call, try again on the next.
+                Err(error) => return Err(error),
+            }
+            match self.create_user_index().await {
+                Ok(()) => {}
+                // As above: listing a user's sessions still works, by a collection scan.
+                Err(error) if server_refused(&error) => {
+                    tracing::warn!(
+                        error = &error as &dyn std::error::Error,
+                        "could not create the index on `user` of the sessions collection; \
+                         listing a user's sessions will scan the collection"
+                    );
+                }
                 Err(error) => return Err(error),
             }
         }
@@ -386,18 +444,18 @@ impl MongoStore {
         });
     }
 
-    /// When a record written now expires: its cookie's `expires`, or now + the default TTL.
-    fn expiry_of(
-        &self,
-        cookie_expires: Option<OffsetDateTime>,
-        now: OffsetDateTime,
-    ) -> OffsetDateTime {
-        cookie_expires.unwrap_or_else(|| now + self.inner.default_ttl)
+    /// When a record written now with `cookie` expires (the document's `expires`): the cookie's
+    /// `expires`, or now + the default TTL, but never past the cookie's
+    /// [`deadline`](CookieState::deadline) (the layer's idle and absolute timeouts), so that
+    /// MongoDB lets the session go when the layer would refuse it.
+    fn expiry_of(&self, cookie: &CookieState, now: OffsetDateTime) -> OffsetDateTime {
+        cookie.store_expiry(now, self.inner.default_ttl)
     }
 
-    /// The document stored for `record`: connect-mongo's fields, in its order.
+    /// The document stored for `record`: connect-mongo's fields, in its order, then the user
+    /// logged in to the session, if any (the user index).
     fn document(&self, id: &SessionId, record: &Record, now: OffsetDateTime) -> Result<Document> {
-        let expires = self.expiry_of(record.cookie().expires, now);
+        let expires = self.expiry_of(record.cookie(), now);
         let mut document = doc! {
             "_id": id.as_str(),
             "session": convert::encode(record, self.inner.stringify)?,
@@ -406,14 +464,22 @@ impl MongoStore {
         if self.inner.touch_after.is_some() {
             document.insert("lastModified", convert::to_bson_date(now));
         }
+        if let Some(user) = record.user() {
+            document.insert(USER_FIELD, user);
+        }
         Ok(document)
     }
 
-    /// Every live document, with its id, projected. Documents whose `_id` is not a session id (a
-    /// foreign document in the collection) are skipped: no session can be addressed by them.
-    async fn live_documents(&self, projection: Document) -> Result<Vec<(SessionId, Document)>> {
+    /// Every live document matching `filter`, with its id, projected. Documents whose `_id` is not
+    /// a session id (a foreign document in the collection) are skipped: no session can be
+    /// addressed by them.
+    async fn live_documents(
+        &self,
+        filter: Document,
+        projection: Document,
+    ) -> Result<Vec<(SessionId, Document)>> {
         self.prepare().await?;
-        let filter = live(doc! {}, sesame_core::now());
+        let filter = live(filter, sesame_core::now());
         let collection = &self.inner.collection;
         let documents: Vec<Document> = self
             .bounded(async move {
@@ -482,17 +548,7 @@ impl MongoStore {
             };
             let now = sesame_core::now();
             let mut filter = live_id(id, now);
-            match stored {
-                // A string compares as itself in a query.
-                Bson::String(_) => {
-                    filter.insert("session", stored);
-                }
-                // A document in a query filter would be read as operators if a key starts with `$`;
-                // `$literal` in an expression compares it as a value, whatever its keys.
-                other => {
-                    filter.insert("$expr", doc! {"$eq": ["$session", {"$literal": other}]});
-                }
-            }
+            same_session(&mut filter, stored);
             let mut set = doc! {"session": convert::encode(&record, self.inner.stringify)?};
             if let Some(expires) = expires {
                 set.insert("expires", convert::to_bson_date(expires));
@@ -500,12 +556,20 @@ impl MongoStore {
                     set.insert("lastModified", convert::to_bson_date(now));
                 }
             }
+            // The whole record is known here, so the user index is set from it, whatever the
+            // change was: it matches the session written, in the same atomic update.
+            let mut update = Document::new();
+            match record.user() {
+                Some(user) => {
+                    set.insert(USER_FIELD, user);
+                }
+                None => {
+                    update.insert("$unset", doc! {USER_FIELD: ""});
+                }
+            }
+            update.insert("$set", set);
             let result = self
-                .bounded(
-                    collection
-                        .update_one(filter, doc! {"$set": set})
-                        .into_future(),
-                )
+                .bounded(collection.update_one(filter, update).into_future())
                 .await?;
             if result.matched_count == 1 {
                 return Ok(then);
@@ -540,12 +604,23 @@ impl MongoStore {
         if self.inner.touch_after.is_some() {
             set.insert("lastModified", convert::to_bson_date(now));
         }
-        let unset: Document = patch
+        let mut unset: Document = patch
             .removals()
             .iter()
             .filter(|key| key.as_str() != COOKIE_KEY)
             .map(|key| (format!("session.{key}"), Bson::String(String::new())))
             .collect();
+        // The user index follows the meta object when the patch changes it; a patch of other keys
+        // leaves the field as the last write set it.
+        match patch.user_change() {
+            None => {}
+            Some(Some(user)) => {
+                set.insert(USER_FIELD, user);
+            }
+            Some(None) => {
+                unset.insert(USER_FIELD, "");
+            }
+        }
         let mut update = doc! {"$set": set};
         if !unset.is_empty() {
             update.insert("$unset", unset);
@@ -590,10 +665,28 @@ impl MongoStore {
                 );
             }
         }
-        let update = match new {
-            Some(value) => doc! {"$set": {path: convert::json_to_bson(value)}},
-            None => doc! {"$unset": {path: ""}},
+        let (mut set, mut unset) = (Document::new(), Document::new());
+        match new {
+            Some(value) => set.insert(path, convert::json_to_bson(value)),
+            None => unset.insert(path, ""),
         };
+        // Swapping the meta object moves the session in the user index, in the same update.
+        if key == META_KEY {
+            match new
+                .and_then(|meta| meta.get("user"))
+                .and_then(Value::as_str)
+            {
+                Some(user) => set.insert(USER_FIELD, user),
+                None => unset.insert(USER_FIELD, ""),
+            };
+        }
+        let mut update = Document::new();
+        if !set.is_empty() {
+            update.insert("$set", set);
+        }
+        if !unset.is_empty() {
+            update.insert("$unset", unset);
+        }
         let result = self
             .bounded(
                 self.inner
@@ -623,6 +716,21 @@ fn live(mut filter: Document, now: OffsetDateTime) -> Document {
         ],
     );
     filter
+}
+
+/// Adds to `filter` that the document's `session` is still `stored`, as read.
+fn same_session(filter: &mut Document, stored: Bson) {
+    match stored {
+        // A string compares as itself in a query.
+        Bson::String(_) => {
+            filter.insert("session", stored);
+        }
+        // A document in a query filter would be read as operators if a key starts with `$`;
+        // `$literal` in an expression compares it as a value, whatever its keys.
+        other => {
+            filter.insert("$expr", doc! {"$eq": ["$session", {"$literal": other}]});
+        }
+    }
 }
 
 /// The live document of `id`.
@@ -859,12 +967,13 @@ impl SessionStore for MongoStore {
         found.map(|document| convert::decode(&document)).transpose()
     }
 
-    /// An upsert of the whole document (connect-mongo's `set`). A record already expired deletes
-    /// the document instead.
+    /// An upsert of the whole document (connect-mongo's `set`), `user` included, so the user index
+    /// follows the record in the same round trip. A record already expired (by its cookie or its
+    /// deadline) deletes the document instead.
     async fn save(&self, id: &SessionId, record: &Record) -> Result<()> {
         self.prepare().await?;
         let now = sesame_core::now();
-        if self.expiry_of(record.cookie().expires, now) <= now {
+        if self.expiry_of(record.cookie(), now) <= now {
             // Already expired: writing it would only leave a dead document behind.
             return self.destroy(id).await;
         }
@@ -925,10 +1034,16 @@ impl SessionStore for MongoStore {
     /// Moves the document's `expires` (connect-mongo's touch), leaving the stored record as it is;
     /// with [`touch_after`](MongoStoreBuilder::touch_after), only when the last write is older than
     /// that period (checked by the server, in the same update).
+    ///
+    /// The `user` field is left alone too, even when `record` carries the meta object. The index
+    /// lives in the session's own document, so it already lives exactly as long as the session
+    /// and a touch has nothing to refresh; and the meta object a touch carries was read at the
+    /// start of its request, so writing it could undo a login or logout that another request
+    /// saved meanwhile, and hide the session from its user's list.
     async fn touch(&self, id: &SessionId, record: &Record) -> Result<()> {
         self.prepare().await?;
         let now = sesame_core::now();
-        let expires = convert::to_bson_date(self.expiry_of(record.cookie().expires, now));
+        let expires = convert::to_bson_date(self.expiry_of(record.cookie(), now));
         let mut filter = live_id(id, now);
         let mut set = doc! {"expires": expires};
         if let Some(period) = self.inner.touch_after {
@@ -962,11 +1077,12 @@ impl SessionStore for MongoStore {
             .with_listing()
             .with_patch()
             .with_compare_and_swap()
+            .with_user_index()
     }
 
     async fn ids(&self) -> Result<Vec<SessionId>> {
         Ok(self
-            .live_documents(doc! {"_id": 1})
+            .live_documents(doc! {}, doc! {"_id": 1})
             .await?
             .into_iter()
             .map(|(id, _)| id)
@@ -974,7 +1090,7 @@ impl SessionStore for MongoStore {
     }
 
     async fn all(&self) -> Result<Vec<(SessionId, Record)>> {
-        self.live_documents(doc! {"_id": 1, "session": 1})
+        self.live_documents(doc! {}, doc! {"_id": 1, "session": 1})
             .await?
             .into_iter()
             .map(|(id, document)| Ok((id, convert::decode(&document)?)))
@@ -998,6 +1114,55 @@ impl SessionStore for MongoStore {
         Ok(())
     }
 
+    /// One query on the indexed `user` field (live documents only), then each record is checked:
+    /// only those whose own `sesame.user` is `user` are returned. A document whose field says
+    /// `user` but whose record does not (an Express app rewrote the session: connect-mongo's `set`
+    /// keeps fields it does not know, but may change the record) is stale: its field is removed,
+    /// in one more round trip, only when there is such a document and only if its session is still
+    /// the one read. A document whose record cannot be decoded is skipped, with a warning: it
+    /// cannot be loaded as anyone's session.
+    async fn user_sessions(&self, user: &str) -> Result<Vec<(SessionId, Record)>> {
+        let documents = self
+            .live_documents(doc! {USER_FIELD: user}, doc! {"_id": 1, "session": 1})
+            .await?;
+        let mut sessions = Vec::with_capacity(documents.len());
+        let mut stale = Vec::new();
+        for (id, mut document) in documents {
+            let Some(stored) = document.remove("session") else {
+                // No id in the log: a session id is a credential.
+                tracing::warn!("skipping a session document without `session`");
+                continue;
+            };
+            match convert::decode_session(&stored) {
+                Ok(record) if record.user() == Some(user) => sessions.push((id, record)),
+                Ok(_) => {
+                    let mut unchanged = doc! {"_id": id.as_str()};
+                    same_session(&mut unchanged, stored);
+                    stale.push(Bson::Document(unchanged));
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        error = &error as &dyn std::error::Error,
+                        "skipping a session document that does not decode"
+                    );
+                }
+            }
+        }
+        if !stale.is_empty() {
+            let filter = doc! {USER_FIELD: user, "$or": stale};
+            let update = doc! {"$unset": {USER_FIELD: ""}};
+            let cleanup = self.inner.collection.update_many(filter, update);
+            // Best effort: the answer is already right without it.
+            if let Err(error) = self.bounded(cleanup.into_future()).await {
+                tracing::debug!(
+                    error = &error as &dyn std::error::Error,
+                    "could not remove stale `user` fields"
+                );
+            }
+        }
+        Ok(sessions)
+    }
+
     /// A sub-document session is patched in place with `$set`/`$unset` in one round trip; a
     /// stringified one is read and written back conditionally (see the crate docs). Either way the
     /// update only matches a live document, so a destroyed session is never brought back, and a
@@ -1005,7 +1170,7 @@ impl SessionStore for MongoStore {
     async fn patch(&self, id: &SessionId, patch: &Patch) -> Result<bool> {
         self.prepare().await?;
         let now = sesame_core::now();
-        let expires = self.expiry_of(patch.cookie().expires, now);
+        let expires = self.expiry_of(patch.cookie(), now);
         if expires <= now {
             let result = self
                 .bounded(

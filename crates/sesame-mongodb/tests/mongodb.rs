@@ -1,7 +1,8 @@
 //! MongoDB-specific behaviour, beyond the conformance suite: connect-mongo's document layout in
 //! both forms, documents written by connect-mongo, expiry removal (TTL index, interval, disabled),
-//! `touch_after`, patches in place and their round trips, and bounded waits when the server is
-//! unreachable or stalled.
+//! `touch_after`, patches in place and their round trips, the user index (the `user` field and its
+//! sparse index), the deadline cap on `expires`, and bounded waits when the server is unreachable
+//! or stalled.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -10,13 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sesame_core::serde_json::json;
-use sesame_core::{CookieState, Error, Patch, Record, SessionId, SessionStore, Swap};
+use sesame_core::{CookieState, Error, META_KEY, Patch, Record, SessionId, SessionStore, Swap};
 use sesame_mongodb::mongodb::bson::{Bson, DateTime, Document, doc};
 use sesame_mongodb::mongodb::event::EventHandler;
 use sesame_mongodb::mongodb::event::command::CommandEvent;
 use sesame_mongodb::mongodb::options::ClientOptions;
 use sesame_mongodb::mongodb::{Client, Collection};
-use sesame_mongodb::{AutoRemove, DEFAULT_TTL, MongoStore};
+use sesame_mongodb::{AutoRemove, DEFAULT_TTL, MongoStore, USER_FIELD};
 use tokio::net::{TcpListener, TcpStream};
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -291,6 +292,14 @@ async fn native_auto_remove_creates_a_ttl_index_the_server_sweeps() {
 }
 
 async fn has_ttl_index(collection: &Collection<Document>) -> bool {
+    has_index(collection, doc! {"expires": 1}).await
+}
+
+async fn has_user_index(collection: &Collection<Document>) -> bool {
+    has_index(collection, doc! {"user": 1}).await
+}
+
+async fn has_index(collection: &Collection<Document>, keys: Document) -> bool {
     use futures_util::TryStreamExt;
     let indexes: Vec<_> = collection
         .list_indexes()
@@ -299,9 +308,7 @@ async fn has_ttl_index(collection: &Collection<Document>) -> bool {
         .try_collect()
         .await
         .unwrap();
-    indexes
-        .iter()
-        .any(|index| index.keys == doc! {"expires": 1})
+    indexes.iter().any(|index| index.keys == keys)
 }
 
 #[tokio::test]
@@ -320,6 +327,10 @@ async fn interval_auto_remove_deletes_expired_documents_until_dropped() {
     assert!(
         !has_ttl_index(&collection).await,
         "no TTL index in interval mode"
+    );
+    assert!(
+        !has_user_index(&collection).await,
+        "nor a user index: this mode creates no index"
     );
 
     let expired = SessionId::generate();
@@ -366,6 +377,7 @@ async fn disabled_auto_remove_leaves_expired_documents_but_never_returns_them() 
         .await
         .unwrap();
     assert!(!has_ttl_index(store.collection()).await);
+    assert!(!has_user_index(store.collection()).await);
     assert!(store.load(&id).await.unwrap().is_none());
     assert_eq!(store.delete_expired().await.unwrap(), 1);
     assert!(common::raw(&store, id.as_str()).await.is_none());
@@ -496,6 +508,261 @@ async fn sub_document_store_patches_a_stringified_session() {
     assert!(session.contains_key("user"));
 }
 
+/// `record` logged in to `user` (the meta object under [`META_KEY`]).
+fn with_user(mut record: Record, user: &str) -> Record {
+    record
+        .data_mut()
+        .insert(META_KEY.into(), json!({"user": user, "login": 1}));
+    record
+}
+
+/// The top-level `user` field of the document of `id`.
+async fn user_field(store: &MongoStore, id: &SessionId) -> Option<String> {
+    let document = common::raw(store, id.as_str()).await.unwrap();
+    document.get_str(USER_FIELD).ok().map(str::to_owned)
+}
+
+#[tokio::test]
+async fn user_index_is_a_top_level_field_under_a_sparse_index() {
+    for stringify in [true, false] {
+        let Some(store) = common::connect(common::builder().stringify(stringify)).await else {
+            return;
+        };
+        assert!(
+            store.capabilities().user_index,
+            "the capability is declared"
+        );
+        assert_eq!(USER_FIELD, "user");
+
+        // The index: `{user: 1}`, sparse, made by `init` alongside the TTL index.
+        let indexes: Vec<_> = {
+            use futures_util::TryStreamExt;
+            store
+                .collection()
+                .list_indexes()
+                .await
+                .unwrap()
+                .try_collect()
+                .await
+                .unwrap()
+        };
+        let index = indexes
+            .iter()
+            .find(|index| index.keys == doc! {"user": 1})
+            .expect("an index on {user: 1}");
+        assert_eq!(
+            index.options.as_ref().and_then(|options| options.sparse),
+            Some(true),
+            "sparse: anonymous sessions stay out of it"
+        );
+
+        // save: the field follows the record, after connect-mongo's fields.
+        let id = SessionId::generate();
+        store.save(&id, &record(HOUR)).await.unwrap();
+        assert_eq!(user_field(&store, &id).await, None, "anonymous: no field");
+        store
+            .save(&id, &with_user(record(HOUR), "ada"))
+            .await
+            .unwrap();
+        let document = common::raw(&store, id.as_str()).await.unwrap();
+        let keys: Vec<&str> = document.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["_id", "session", "expires", "user"], "{stringify}");
+        assert_eq!(document.get_str("user").unwrap(), "ada");
+        store.save(&id, &record(HOUR)).await.unwrap();
+        assert_eq!(user_field(&store, &id).await, None, "a save without a user");
+
+        // create.
+        let created = SessionId::generate();
+        store
+            .create(&created, &with_user(record(HOUR), "ada"))
+            .await
+            .unwrap();
+        assert_eq!(user_field(&store, &created).await.as_deref(), Some("ada"));
+
+        // patch: `$set` with the meta object, `$unset` when it goes, untouched otherwise.
+        let patch_with = |change: &dyn Fn(&mut Patch)| {
+            let mut patch = Patch::new(record(HOUR).cookie().clone());
+            change(&mut patch);
+            patch
+        };
+        let login = patch_with(&|patch| patch.set(META_KEY, json!({"user": "bob"})));
+        assert!(store.patch(&id, &login).await.unwrap());
+        assert_eq!(user_field(&store, &id).await.as_deref(), Some("bob"));
+        let other = patch_with(&|patch| patch.set("cart", json!([1])));
+        assert!(store.patch(&id, &other).await.unwrap());
+        assert_eq!(user_field(&store, &id).await.as_deref(), Some("bob"));
+        let anonymous_meta = patch_with(&|patch| patch.set(META_KEY, json!({"created": 1})));
+        assert!(store.patch(&id, &anonymous_meta).await.unwrap());
+        assert_eq!(user_field(&store, &id).await, None, "meta without a user");
+        assert!(store.patch(&id, &login).await.unwrap());
+        let logout = patch_with(&|patch| patch.remove(META_KEY));
+        assert!(store.patch(&id, &logout).await.unwrap());
+        assert_eq!(user_field(&store, &id).await, None, "meta removed");
+
+        // compare-and-swap of the meta object moves the field too.
+        let meta = json!({"user": "cy"});
+        assert_eq!(
+            store
+                .compare_and_swap(&id, META_KEY, None, Some(&meta))
+                .await
+                .unwrap(),
+            Swap::Done
+        );
+        assert_eq!(user_field(&store, &id).await.as_deref(), Some("cy"));
+        assert_eq!(
+            store
+                .compare_and_swap(&id, META_KEY, Some(&meta), None)
+                .await
+                .unwrap(),
+            Swap::Done
+        );
+        assert_eq!(user_field(&store, &id).await, None);
+
+        // touch leaves the field alone, whatever meta object its record carries.
+        assert!(store.patch(&id, &login).await.unwrap());
+        store
+            .touch(&id, &with_user(record(2 * HOUR), "mallory"))
+            .await
+            .unwrap();
+        assert_eq!(user_field(&store, &id).await.as_deref(), Some("bob"));
+        let listed = store.user_sessions("bob").await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].0, id);
+        assert_eq!(listed[0].1.user(), Some("bob"));
+        assert!(store.user_sessions("mallory").await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn user_sessions_filters_and_removes_stale_fields() {
+    for stringify in [true, false] {
+        let Some(store) = common::connect(common::builder().stringify(stringify)).await else {
+            return;
+        };
+        let collection = store.collection();
+        let kept = SessionId::generate();
+        store
+            .save(&kept, &with_user(record(HOUR), "ada"))
+            .await
+            .unwrap();
+        // An Express app logs the user out of a session and into another as someone else:
+        // connect-mongo's `set` is a `$set` of `session` and `expires`, so `user` stays, stale.
+        let logged_out = SessionId::generate();
+        let switched = SessionId::generate();
+        for id in [&logged_out, &switched] {
+            store
+                .save(id, &with_user(record(HOUR), "ada"))
+                .await
+                .unwrap();
+        }
+        let rewrite = async |id: &SessionId, record: Record| {
+            let session = if stringify {
+                Bson::String(record.to_json().unwrap())
+            } else {
+                let value = sesame_core::serde_json::to_value(record.data()).unwrap();
+                Bson::Document(
+                    sesame_mongodb::mongodb::bson::to_document(&value)
+                        .map(|mut document| {
+                            document.insert(
+                                "cookie",
+                                sesame_mongodb::mongodb::bson::to_bson(record.cookie()).unwrap(),
+                            );
+                            document
+                        })
+                        .unwrap(),
+                )
+            };
+            collection
+                .update_one(
+                    doc! {"_id": id.as_str()},
+                    doc! {"$set": {"session": session, "expires": millis_from_now(3_600_000)}},
+                )
+                .await
+                .unwrap();
+        };
+        rewrite(&logged_out, record(HOUR)).await;
+        rewrite(&switched, with_user(record(HOUR), "bob")).await;
+        assert_eq!(user_field(&store, &switched).await.as_deref(), Some("ada"));
+
+        let listed = store.user_sessions("ada").await.unwrap();
+        let ids: Vec<&SessionId> = listed.iter().map(|(id, _)| id).collect();
+        assert_eq!(
+            ids,
+            [&kept],
+            "only the session still logged in to ada ({stringify})"
+        );
+        assert_eq!(
+            user_field(&store, &logged_out).await,
+            None,
+            "the stale field is removed"
+        );
+        assert_eq!(user_field(&store, &switched).await, None);
+        assert_eq!(user_field(&store, &kept).await.as_deref(), Some("ada"));
+        assert!(
+            store.user_sessions("bob").await.unwrap().is_empty(),
+            "a login by the Express app is not indexed (it does not write the field)"
+        );
+
+        // A corrupt document under the user is skipped, not an error.
+        let corrupt = SessionId::generate();
+        collection
+            .insert_one(doc! {
+                "_id": corrupt.as_str(),
+                "expires": millis_from_now(3_600_000),
+                "session": "{not json",
+                "user": "ada",
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.user_sessions("ada").await.unwrap().len(), 1);
+        // An expired document under the user is not listed, even before MongoDB removes it.
+        collection
+            .insert_one(doc! {
+                "_id": SessionId::generate().as_str(),
+                "expires": millis_from_now(-1000),
+                "session": with_user(record(HOUR), "ada").to_json().unwrap(),
+                "user": "ada",
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.user_sessions("ada").await.unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn deadline_caps_the_expires_field() {
+    let Some(store) = common::connect(common::builder()).await else {
+        return;
+    };
+    let now = sesame_core::now();
+    let deadline = now + Duration::from_secs(600);
+    for expires in [Some(now + HOUR), None] {
+        let mut record = record(HOUR);
+        record.cookie_mut().expires = expires;
+        record.cookie_mut().deadline = Some(deadline);
+        let id = SessionId::generate();
+        store.save(&id, &record).await.unwrap();
+        let document = common::raw(&store, id.as_str()).await.unwrap();
+        assert_eq!(
+            document.get("expires"),
+            Some(&common::bson_date(deadline)),
+            "{expires:?}"
+        );
+        let session = document.get_str("session").unwrap();
+        assert!(
+            !session.contains("deadline"),
+            "the deadline is not part of the record"
+        );
+    }
+    // A record whose deadline has passed is not written: its document is deleted.
+    let id = SessionId::generate();
+    store.save(&id, &record(HOUR)).await.unwrap();
+    let mut past = record(HOUR);
+    past.cookie_mut().deadline = Some(now - Duration::from_secs(1));
+    store.save(&id, &past).await.unwrap();
+    assert!(common::raw(&store, id.as_str()).await.is_none());
+}
+
 /// A store whose client counts the commands it sends (`hello` and the like excluded).
 async fn counting_store(stringify: bool) -> Option<(MongoStore, Arc<Mutex<Vec<String>>>)> {
     let commands = Arc::new(Mutex::new(Vec::new()));
@@ -535,7 +802,7 @@ async fn round_trips_per_operation() {
                 "{what} (stringify {stringify}): {sent:?}"
             );
         };
-        count("init and save", 2);
+        count("init (the TTL and user indexes) and save", 3);
         store.load(&id).await.unwrap();
         count("load", 1);
         let mut patch = Patch::new(record(HOUR).cookie().clone());
@@ -558,6 +825,28 @@ async fn round_trips_per_operation() {
             .await
             .unwrap();
         count("create", 1);
+
+        // The user index rides on the same writes: logging in or out costs nothing more.
+        let mut login = Patch::new(record(HOUR).cookie().clone());
+        login.set(META_KEY, json!({"user": "ada"}));
+        assert!(store.patch(&id, &login).await.unwrap());
+        count("patch that logs in", patch_trips);
+        store
+            .save(&id, &with_user(record(HOUR), "ada"))
+            .await
+            .unwrap();
+        count("save with a user", 1);
+        store
+            .touch(&id, &with_user(record(HOUR), "ada"))
+            .await
+            .unwrap();
+        count("touch with a user", 1);
+        assert_eq!(store.user_sessions("ada").await.unwrap().len(), 1);
+        count("user_sessions", 1);
+        let mut logout = Patch::new(record(HOUR).cookie().clone());
+        logout.remove(META_KEY);
+        assert!(store.patch(&id, &logout).await.unwrap());
+        count("patch that logs out", patch_trips);
         store.destroy(&id).await.unwrap();
         count("destroy", 1);
     }

@@ -156,10 +156,16 @@ impl PostgresStoreBuilder {
         self
     }
 
-    /// Whether the store creates its table (and schema and index) when it is missing, on first
+    /// Whether the store creates its table (and schema and indexes) when it is missing, on first
     /// use (default `true`, connect-pg-simple's `createTableIfMissing`). Turn it off when the
     /// table is created by your migrations (see [`table_sql`](Self::table_sql)) or the database
     /// user may not create tables; a missing table is then a [`SchemaError::MissingTable`].
+    ///
+    /// When it is on and the table exists without the user index (connect-pg-simple's table, or
+    /// one an older sesame created), the store builds that index in the background with
+    /// `CREATE INDEX CONCURRENTLY`, which does not block writes to the table. When it is off, the
+    /// store creates nothing and logs a warning if the index is missing: `user_sessions` then
+    /// scans the table.
     #[must_use]
     pub fn create_table_if_missing(mut self, create: bool) -> Self {
         self.create_table = create;
@@ -253,8 +259,9 @@ impl PostgresStoreBuilder {
         self
     }
 
-    /// The SQL that creates the configured table and its index, for migrations: connect-pg-simple's
-    /// `table.sql`, with `jsonb` for `sess`:
+    /// The SQL that creates the configured table and its indexes, for migrations:
+    /// connect-pg-simple's `table.sql`, with `jsonb` for `sess`, and the user index (see
+    /// [Sessions of a user](crate#sessions-of-a-user)):
     ///
     /// ```
     /// let sql = sesame_postgres::PostgresStore::builder().table_sql().unwrap();
@@ -264,8 +271,14 @@ impl PostgresStoreBuilder {
     ///   "expire" timestamp(6) NOT NULL
     /// );
     /// CREATE INDEX IF NOT EXISTS "IDX_session_expire" ON "session" ("expire");
+    /// CREATE INDEX IF NOT EXISTS "IDX_session_user" ON "session" (("sess" -> 'sesame' ->> 'user'))
+    ///   WHERE ("sess" -> 'sesame' ->> 'user') IS NOT NULL;
     /// "#);
     /// ```
+    ///
+    /// Every statement is `IF NOT EXISTS`, so running it on an existing table adds what is
+    /// missing, such as the user index on connect-pg-simple's table (with a `json` column too). On
+    /// a large table in use, create that index `CONCURRENTLY` instead, so writes go on meanwhile.
     pub fn table_sql(&self) -> Result<String, BuildError> {
         Ok(self.names()?.create_table())
     }

@@ -12,7 +12,7 @@
 //! |---|---|
 //! | `sid varchar PRIMARY KEY` | the session id |
 //! | `sess jsonb` (or `json`) | express-session's record: the session's keys plus a `cookie` object |
-//! | `expire timestamp(6)` | when the session expires: the cookie's `expires`, or now + the default TTL (one day) for a browser-session cookie; wall-clock UTC by default (see below) |
+//! | `expire timestamp(6)` | when the session expires: the cookie's `expires`, or now + the default TTL (one day) for a browser-session cookie, but never later than the layer's idle or absolute timeout; wall-clock UTC by default (see below) |
 //!
 //! | operation | SQL |
 //! |---|---|
@@ -22,6 +22,7 @@
 //! | touch | `UPDATE ... SET expire` of a live row: the data is not rewritten |
 //! | patch, compare-and-swap | one `UPDATE` of the changed keys inside `sess` (see below) |
 //! | pruning | a background task deletes expired rows in bounded batches |
+//! | sessions of a user | `SELECT ... WHERE sess -> 'sesame' ->> 'user' = $1 AND expire > now`, through the user index (see below) |
 //!
 //! The table is created when missing (turn that off with
 //! [`create_table_if_missing(false)`](PostgresStoreBuilder::create_table_if_missing)). This is the
@@ -35,12 +36,32 @@
 //!   "expire" timestamp(6) NOT NULL
 //! );
 //! CREATE INDEX IF NOT EXISTS "IDX_session_expire" ON "session" ("expire");
+//! CREATE INDEX IF NOT EXISTS "IDX_session_user" ON "session" (("sess" -> 'sesame' ->> 'user'))
+//!   WHERE ("sess" -> 'sesame' ->> 'user') IS NOT NULL;
 //! ```
 //!
 //! connect-pg-simple reads and writes a `jsonb` column as it does a `json` one. A table that
 //! connect-pg-simple created, with `sess json`, works too: the store finds the column's type on
 //! first use and converts where needed. (A `json` column keeps the record's text as written; a
 //! `jsonb` one normalizes it, which changes key order and spacing but never the values.)
+//!
+//! # Sessions of a user
+//!
+//! sesame records who is logged in to a session inside the record, under the `sesame` key
+//! (`"sesame": {"user": "42", ...}`), and [`SessionStore::user_sessions`] lists a user's live
+//! sessions (to show them, or to log them out everywhere). The table gets no new column, so
+//! connect-pg-simple keeps reading and writing it as it is: the index is an *expression index*
+//! on `sess -> 'sesame' ->> 'user'`, which works on a `json` column as on a `jsonb` one. It is
+//! partial (`WHERE ... IS NOT NULL`): it holds only the sessions somebody is logged in to, so
+//! anonymous sessions cost it nothing. PostgreSQL updates it with every write, in the same
+//! statement, so saves, patches and touches stay one round trip each and the index never lags: a
+//! destroyed, pruned, expired or logged-out session is never listed. Listing is one query; each
+//! record returned is decoded and its user checked.
+//!
+//! The index is created with the table. On a table that exists without it, the store builds it in
+//! the background with `CREATE INDEX CONCURRENTLY` (writes go on meanwhile) when creation is on,
+//! and only logs a warning when it is off (add it with [`PostgresStoreBuilder::table_sql`]'s
+//! SQL). Without the index `user_sessions` still answers correctly, by scanning the table.
 //!
 //! # Configuration
 //!
@@ -115,6 +136,7 @@
 #![forbid(unsafe_code)]
 
 mod builder;
+mod index;
 mod prune;
 mod sql;
 
@@ -126,7 +148,7 @@ use std::time::Duration;
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use sesame_core::serde_json::{self, Value};
-use sesame_core::time::{OffsetDateTime, PrimitiveDateTime};
+use sesame_core::time::OffsetDateTime;
 use sesame_core::{
     COOKIE_KEY, Capabilities, CookieState, Error, Patch, Record, Result, SessionId, SessionStore,
     Swap,
@@ -330,14 +352,21 @@ impl PostgresStore {
             }
             self.create_table().await.map_err(sql_error)?;
         }
-        let found: Option<String> = sqlx::query_scalar(
-            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
-             WHERE attrelid = to_regclass($1) AND attname = 'sess' AND NOT attisdropped",
+        // The type of `sess`, and whether the user index is there (and valid: a concurrent build
+        // that failed leaves an invalid one).
+        let found: Option<(String, Option<bool>)> = sqlx::query_as(
+            "SELECT format_type(a.atttypid, a.atttypmod), \
+               (SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+                WHERE i.indrelid = a.attrelid AND c.relname::text = $2) \
+             FROM pg_attribute a \
+             WHERE a.attrelid = to_regclass($1) AND a.attname = 'sess' AND NOT a.attisdropped",
         )
         .bind(&names.table)
+        .bind(&names.user_index_name)
         .fetch_optional(pool)
         .await
         .map_err(sql_error)?;
+        let (found, user_index) = found.unzip();
         let sess_type = match found.as_deref() {
             Some("jsonb") => SessType::Jsonb,
             Some("json") => SessType::Json,
@@ -357,6 +386,24 @@ impl PostgresStore {
             .execute(pool)
             .await
             .map_err(sql_error)?;
+        match user_index.flatten() {
+            Some(true) => {}
+            // A table in use (the Express app's, or one of an older sesame) gets the index built
+            // beside the requests, never in their way: see `index`.
+            _ if self.inner.create_table => index::spawn_build(pool.clone(), names.clone()),
+            Some(false) => tracing::warn!(
+                table = %names.table,
+                index = %names.user_index,
+                "the user index is invalid (a concurrent build failed, or is running): \
+                 user_sessions scans the table until it is rebuilt (REINDEX INDEX CONCURRENTLY)"
+            ),
+            None => tracing::warn!(
+                table = %names.table,
+                index = %names.user_index,
+                "the session table has no user index, and creating it is off: user_sessions \
+                 scans the table; create it with the SQL of PostgresStoreBuilder::table_sql"
+            ),
+        }
         Ok(Queries::new(names, sess_type))
     }
 
@@ -422,15 +469,35 @@ impl PostgresStore {
         }
     }
 
-    /// When a record with `cookie` expires: its `expires`, or `now` plus the default TTL.
+    /// The `expire` of a record with `cookie`: its `expires`, or `now` plus the default TTL, but
+    /// never past the cookie's deadline (the layer's idle and absolute timeouts), so a row outlives
+    /// neither.
     fn expiry(&self, cookie: &CookieState, now: OffsetDateTime) -> OffsetDateTime {
-        cookie.expires.unwrap_or_else(|| {
-            sesame_core::time::Duration::try_from(self.inner.default_ttl)
-                .ok()
-                .and_then(|ttl| now.checked_add(ttl))
-                .unwrap_or(PrimitiveDateTime::MAX.assume_utc())
-        })
+        cookie.store_expiry(now, self.inner.default_ttl)
     }
+}
+
+/// The sessions of `rows` (`sid`, `sess` as text), skipping ids sesame would not issue and records
+/// that do not decode (one bad row must not hide every session), and, with `user`, the records
+/// whose user is not that one.
+fn decode_rows(rows: Vec<(String, String)>, user: Option<&str>) -> Vec<(SessionId, Record)> {
+    let mut out = Vec::with_capacity(rows.len());
+    for (sid, sess) in rows {
+        // A row written by another app may carry an id sesame would not issue: skip it.
+        let Ok(id) = SessionId::parse(&sid) else {
+            continue;
+        };
+        match Record::from_json(sess.as_bytes()) {
+            Ok(record) if user.is_none_or(|user| record.user() == Some(user)) => {
+                out.push((id, record));
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%id, %error, "skipping a corrupt session record in PostgreSQL");
+            }
+        }
+    }
+    out
 }
 
 /// The advisory lock that serializes creating `table` (FNV-1a of its quoted name, so no SQL
@@ -609,6 +676,7 @@ impl SessionStore for PostgresStore {
             .with_listing()
             .with_patch()
             .with_compare_and_swap()
+            .with_user_index()
     }
 
     async fn ids(&self) -> Result<Vec<SessionId>> {
@@ -634,20 +702,29 @@ impl SessionStore for PostgresStore {
             let rows: Vec<(String, String)> = self
                 .retrying(|| sqlx::query_as(&queries.all).bind(now).fetch_all(pool))
                 .await?;
-            let mut out = Vec::with_capacity(rows.len());
-            for (sid, sess) in rows {
-                let Ok(id) = SessionId::parse(&sid) else {
-                    continue;
-                };
-                match Record::from_json(sess.as_bytes()) {
-                    Ok(record) => out.push((id, record)),
-                    // One bad row must not hide every session.
-                    Err(error) => {
-                        tracing::warn!(%id, %error, "skipping a corrupt session record in PostgreSQL");
-                    }
-                }
-            }
-            Ok(out)
+            Ok(decode_rows(rows, None))
+        })
+        .await
+    }
+
+    /// One `SELECT` of the live rows whose `sess -> 'sesame' ->> 'user'` is `user`, through the
+    /// user index. PostgreSQL keeps that index in step with every write, in the same transaction,
+    /// so it never lags; still, each record is decoded and its [`Record::user`] checked, which
+    /// also leaves out a user id stored as a number (`->>` turns `42` into `'42'`, but a user id
+    /// is a string).
+    async fn user_sessions(&self, user: &str) -> Result<Vec<(SessionId, Record)>> {
+        self.bounded(async {
+            let queries = self.queries().await?;
+            let (now, pool) = (sesame_core::now(), &self.inner.pool);
+            let rows: Vec<(String, String)> = self
+                .retrying(|| {
+                    sqlx::query_as(&queries.user_sessions)
+                        .bind(user)
+                        .bind(now)
+                        .fetch_all(pool)
+                })
+                .await?;
+            Ok(decode_rows(rows, Some(user)))
         })
         .await
     }

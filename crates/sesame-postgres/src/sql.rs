@@ -1,6 +1,18 @@
 //! The SQL the store runs, built once per store from its (validated, quoted) names, so requests
 //! never format SQL.
 
+use sesame_core::META_KEY;
+
+/// The user id of a row, as the user index holds it: `sess -> 'sesame' ->> 'user'`, the `user`
+/// member of the meta object as text, or NULL when there is none. The same expression for `json`
+/// and `jsonb` columns (both have `->` and `->>`), and it never fails, whatever `sess` holds (on an
+/// array, a scalar or a meta object that is not an object it is NULL), so the index can never make
+/// a write fail. The query must spell it the same way for PostgreSQL to use the index.
+pub(crate) fn user_expression() -> String {
+    // META_KEY is a constant of plain letters: safe as a literal.
+    format!("(\"sess\" -> '{META_KEY}' ->> 'user')")
+}
+
 /// PostgreSQL's longest identifier (`NAMEDATALEN - 1` bytes); a longer one would be truncated
 /// silently, and two long names could then meet in one table.
 pub(crate) const MAX_IDENTIFIER_LEN: usize = 63;
@@ -45,6 +57,11 @@ pub(crate) struct Names {
     /// The expire index: `"IDX_session_expire"` for connect-pg-simple's table name, else
     /// `"IDX_<table>_expire"`.
     pub(crate) index: String,
+    /// The user index, quoted: `"IDX_session_user"` (`"IDX_<table>_user"`, shortened with a hash
+    /// when that is longer than an identifier may be).
+    pub(crate) user_index: String,
+    /// The user index's name as PostgreSQL stores it (unquoted), to look it up in the catalog.
+    pub(crate) user_index_name: String,
     /// The time zone literal `'UTC'` in which `expire` holds wall-clock time.
     pub(crate) zone: String,
 }
@@ -53,6 +70,7 @@ impl Names {
     pub(crate) fn new(schema: Option<&str>, table: &str, zone: &str) -> Self {
         let quoted_table = quote_identifier(table);
         let schema = schema.map(quote_identifier);
+        let user_index_name = user_index_name(table);
         Self {
             table: match &schema {
                 Some(schema) => format!("{schema}.{quoted_table}"),
@@ -60,12 +78,14 @@ impl Names {
             },
             schema,
             index: quote_identifier(&format!("IDX_{table}_expire")),
+            user_index: quote_identifier(&user_index_name),
+            user_index_name,
             zone: format!("'{zone}'"),
         }
     }
 
-    /// The statements that create the table and its index when missing: connect-pg-simple's
-    /// `table.sql` with `jsonb` for `sess`.
+    /// The statements that create the table and its indexes when missing: connect-pg-simple's
+    /// `table.sql` with `jsonb` for `sess`, and the user index.
     pub(crate) fn create_table(&self) -> String {
         let Self { table, index, .. } = self;
         format!(
@@ -73,9 +93,47 @@ impl Names {
              \"sid\" varchar NOT NULL COLLATE \"default\" PRIMARY KEY,\n  \
              \"sess\" jsonb NOT NULL,\n  \
              \"expire\" timestamp(6) NOT NULL\n);\n\
-             CREATE INDEX IF NOT EXISTS {index} ON {table} (\"expire\");\n"
+             CREATE INDEX IF NOT EXISTS {index} ON {table} (\"expire\");\n{}",
+            self.create_user_index(false)
         )
     }
+
+    /// The statement that creates the user index: an expression index on the row's user id,
+    /// partial so that it holds only the sessions somebody is logged in to (anonymous sessions,
+    /// usually most rows, cost it nothing). `concurrently` builds it without blocking writes, for
+    /// a table that is already in use.
+    pub(crate) fn create_user_index(&self, concurrently: bool) -> String {
+        let Self {
+            table, user_index, ..
+        } = self;
+        let concurrently = if concurrently { " CONCURRENTLY" } else { "" };
+        let user = user_expression();
+        format!(
+            "CREATE INDEX{concurrently} IF NOT EXISTS {user_index} ON {table} ({user})\n  \
+             WHERE {user} IS NOT NULL;\n"
+        )
+    }
+}
+
+/// The user index's name for `table`: `IDX_<table>_user`, or, when that is longer than
+/// PostgreSQL keeps (it would cut the name silently, and the cut name could be the expire index's
+/// cut the same way), the table name shortened and a hash of it in its place.
+fn user_index_name(table: &str) -> String {
+    let name = format!("IDX_{table}_user");
+    if name.len() <= MAX_IDENTIFIER_LEN {
+        return name;
+    }
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in table.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    // "IDX_" + prefix + "_" + 8 hex digits + "_user" within 63 bytes.
+    let mut end = MAX_IDENTIFIER_LEN - 4 - 1 - 8 - 5;
+    while !table.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("IDX_{}_{hash:08x}_user", &table[..end])
 }
 
 /// The type of the `sess` column: connect-pg-simple's `table.sql` says `json`, sesame creates
@@ -101,6 +159,7 @@ pub(crate) struct Queries {
     pub(crate) len: String,
     pub(crate) clear: String,
     pub(crate) prune: String,
+    pub(crate) user_sessions: String,
 }
 
 impl Queries {
@@ -192,6 +251,14 @@ impl Queries {
                    SELECT sid FROM {table} WHERE expire <= {} LIMIT $2 FOR UPDATE SKIP LOCKED)",
                 at(1)
             ),
+            // The user index's expression, compared with `=`: PostgreSQL uses the partial index
+            // (a strict `=` implies its `IS NOT NULL`). Written as it is in the index, on `sess`
+            // itself (not `sess::jsonb`), so that it matches on a `json` column too.
+            user_sessions: format!(
+                "SELECT sid, sess::text FROM {table} WHERE {} = $1 AND expire > {}",
+                user_expression(),
+                at(2)
+            ),
         }
     }
 }
@@ -218,6 +285,50 @@ mod tests {
         let sql = names.create_table();
         assert!(sql.contains("\"sess\" jsonb NOT NULL"), "{sql}");
         assert!(sql.contains("\"expire\" timestamp(6) NOT NULL"), "{sql}");
+    }
+
+    #[test]
+    fn the_user_index_is_an_expression_index_on_the_meta_user() {
+        let names = Names::new(None, "session", "UTC");
+        assert_eq!(names.user_index, "\"IDX_session_user\"");
+        assert_eq!(names.user_index_name, "IDX_session_user");
+        assert!(
+            names.create_table().ends_with(
+                "CREATE INDEX IF NOT EXISTS \"IDX_session_user\" ON \"session\" \
+                 ((\"sess\" -> 'sesame' ->> 'user'))\n  \
+                 WHERE (\"sess\" -> 'sesame' ->> 'user') IS NOT NULL;\n"
+            ),
+            "{}",
+            names.create_table()
+        );
+        assert!(
+            names
+                .create_user_index(true)
+                .starts_with("CREATE INDEX CONCURRENTLY IF NOT EXISTS \"IDX_session_user\" ON")
+        );
+        let queries = Queries::new(&names, SessType::Json);
+        assert!(
+            queries
+                .user_sessions
+                .contains("WHERE (\"sess\" -> 'sesame' ->> 'user') = $1 AND expire >"),
+            "{}",
+            queries.user_sessions
+        );
+    }
+
+    #[test]
+    fn long_table_names_get_a_user_index_name_of_their_own() {
+        let fits = "t".repeat(MAX_IDENTIFIER_LEN - "IDX__user".len());
+        assert_eq!(user_index_name(&fits), format!("IDX_{fits}_user"));
+        // PostgreSQL would cut both index names to the same 63 bytes.
+        let long = "é".repeat(31);
+        let name = user_index_name(&long);
+        assert!(name.len() <= MAX_IDENTIFIER_LEN, "{name}");
+        assert!(
+            name.starts_with("IDX_é") && name.ends_with("_user"),
+            "{name}"
+        );
+        assert_ne!(name, user_index_name(&format!("{long}x")));
     }
 
     #[test]

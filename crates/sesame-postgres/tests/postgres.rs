@@ -1,6 +1,6 @@
 //! What is specific to PostgreSQL: connect-pg-simple's table and row layout, table creation and
-//! its opt-out, names, `json` and `jsonb` columns, time zones, pruning, the statements a patch and
-//! a swap cost, and outages.
+//! its opt-out, names, `json` and `jsonb` columns, time zones, pruning, the user index, the
+//! deadline in `expire`, the statements a patch and a swap cost, and outages.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sesame_core::serde_json::{self, Value, json};
 use sesame_core::time::{OffsetDateTime, PrimitiveDateTime};
-use sesame_core::{CookieState, Error, Patch, Record, SessionId, SessionStore, Swap};
+use sesame_core::{CookieState, Error, META_KEY, Patch, Record, SessionId, SessionStore, Swap};
 use sesame_postgres::sqlx::{self, PgPool};
 use sesame_postgres::{BuildError, PostgresStore, SchemaError};
 
@@ -108,11 +108,12 @@ async fn creates_the_table_in_a_fresh_schema() {
     .fetch_all(&pool)
     .await
     .unwrap();
-    assert_eq!(indexes.len(), 2, "{indexes:?}");
+    assert_eq!(indexes.len(), 3, "{indexes:?}");
     assert_eq!(indexes[0].0, "IDX_session_expire");
     assert!(indexes[0].1.ends_with("(expire)"), "{indexes:?}");
-    assert_eq!(indexes[1].0, "session_pkey");
-    assert!(indexes[1].1.contains("UNIQUE") && indexes[1].1.ends_with("(sid)"));
+    assert_eq!(indexes[1].0, "IDX_session_user");
+    assert_eq!(indexes[2].0, "session_pkey");
+    assert!(indexes[2].1.contains("UNIQUE") && indexes[2].1.ends_with("(sid)"));
 
     // A second store on the existing table: no error, same table.
     let again = PostgresStore::builder()
@@ -654,6 +655,7 @@ async fn each_operation_is_one_round_trip() {
         .compare_and_swap(&id, "n", None, Some(&json!(0)))
         .await
         .unwrap();
+    store.user_sessions("ada").await.unwrap();
 
     let rounds = 10;
     proxy.reset_round_trips();
@@ -678,6 +680,26 @@ async fn each_operation_is_one_round_trip() {
     store.save(&id, &record(Some(HOUR))).await.unwrap();
     store.touch(&id, &record(Some(HOUR))).await.unwrap();
     assert_eq!(proxy.round_trips(), 3, "load, save, touch");
+    // A session with a user costs the same: PostgreSQL keeps the index within each statement.
+    let logged_in = record_of("ada", HOUR);
+    let mut touch = Record::new(logged_in.cookie().clone());
+    touch
+        .data_mut()
+        .insert(META_KEY.into(), logged_in.data()[META_KEY].clone());
+    let mut login = Patch::new(logged_in.cookie().clone());
+    login.set(META_KEY, logged_in.data()[META_KEY].clone());
+    proxy.reset_round_trips();
+    store.save(&id, &logged_in).await.unwrap();
+    store.touch(&id, &touch).await.unwrap();
+    assert!(store.patch(&id, &login).await.unwrap());
+    assert_eq!(
+        proxy.round_trips(),
+        3,
+        "save, touch, patch of a logged-in session"
+    );
+    proxy.reset_round_trips();
+    assert_eq!(store.user_sessions("ada").await.unwrap().len(), 1);
+    assert_eq!(proxy.round_trips(), 1, "user_sessions");
     eprintln!(
         "connection tests on release since the last reset: {}",
         proxy.pings()
@@ -803,6 +825,245 @@ async fn a_stuck_statement_times_out() {
     assert!(
         store.patch(&id, &patch).await.unwrap(),
         "works once the lock is gone"
+    );
+    common::drop_schema(&pool, &schema).await;
+}
+
+/// A record as `record`, logged in to `user` (the meta object sesame keeps under `"sesame"`).
+fn record_of(user: &str, ttl: Duration) -> Record {
+    let mut record = record(Some(ttl));
+    record
+        .data_mut()
+        .insert(META_KEY.into(), json!({"user": user, "login": 1}));
+    record
+}
+
+/// The plan PostgreSQL picks for the store's `user_sessions` query on `table`: the generic plan of
+/// the prepared statement (the one a parameter gets), with sequential scans discouraged as on a
+/// large table.
+async fn user_sessions_plan(pool: &PgPool, table: &str) -> String {
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::raw_sql(&format!(
+        "SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan; \
+         PREPARE user_q(text, timestamptz) AS SELECT sid, sess::text FROM {table} \
+         WHERE (\"sess\" -> 'sesame' ->> 'user') = $1 AND expire > ($2 AT TIME ZONE 'UTC')"
+    ))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar("EXPLAIN EXECUTE user_q('ada', now())")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    plan.join("\n")
+}
+
+/// The user index's definition on `schema`'s table, and whether it is valid.
+async fn user_index(pool: &PgPool, schema: &str) -> Option<(String, bool)> {
+    sqlx::query_as(
+        "SELECT pg_get_indexdef(c.oid), i.indisvalid FROM pg_index i \
+         JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relname = 'IDX_session_user'",
+    )
+    .bind(schema)
+    .fetch_optional(pool)
+    .await
+    .unwrap()
+}
+
+/// The user index is what the docs say: a partial expression index on
+/// `sess -> 'sesame' ->> 'user'`, with no new column, used by `user_sessions` (with a parameter,
+/// as the store sends it); the records it returns are checked, so a user id stored as a number
+/// (which `->>` turns into text) is not taken for a string one.
+#[tokio::test]
+async fn user_index_is_a_partial_expression_index() {
+    let Some(pool) = common::raw_pool().await else {
+        return;
+    };
+    let (store, schema) = common::store(|b| b).await.unwrap();
+    assert!(store.capabilities().user_index);
+    let (definition, valid) = user_index(&pool, &schema).await.unwrap();
+    assert!(valid);
+    assert!(
+        definition.ends_with(
+            "USING btree ((((sess -> 'sesame'::text) ->> 'user'::text))) \
+             WHERE (((sess -> 'sesame'::text) ->> 'user'::text) IS NOT NULL)"
+        ),
+        "{definition}"
+    );
+    let columns: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = $1",
+    )
+    .bind(&schema)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(columns, 3, "sid, sess, expire: no column of sesame's own");
+    let plan = user_sessions_plan(&pool, store.table()).await;
+    assert!(plan.contains("IDX_session_user"), "{plan}");
+
+    let (ada, ada_too, anonymous, numeric) = (
+        SessionId::generate(),
+        SessionId::generate(),
+        SessionId::generate(),
+        SessionId::generate(),
+    );
+    store.save(&ada, &record_of("ada", HOUR)).await.unwrap();
+    store
+        .create(&ada_too, &record_of("ada", HOUR))
+        .await
+        .unwrap();
+    store.save(&anonymous, &record(Some(HOUR))).await.unwrap();
+    let mut numeric_user = record(Some(HOUR));
+    numeric_user
+        .data_mut()
+        .insert(META_KEY.into(), json!({"user": 42}));
+    store.save(&numeric, &numeric_user).await.unwrap();
+    let indexed: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {} WHERE (sess -> 'sesame' ->> 'user') IS NOT NULL",
+        store.table()
+    ))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        indexed, 3,
+        "the index holds the rows with a user, not the anonymous one"
+    );
+    let mut listed: Vec<SessionId> = store
+        .user_sessions("ada")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    listed.sort();
+    let mut expected = vec![ada, ada_too];
+    expected.sort();
+    assert_eq!(listed, expected);
+    assert!(
+        store.user_sessions("42").await.unwrap().is_empty(),
+        "a user id is a string"
+    );
+    common::drop_schema(&pool, &schema).await;
+}
+
+/// On connect-pg-simple's table (a `json` column, in use, with sessions written by Express), the
+/// store builds the user index in the background when creation is on, and lists the sessions
+/// Express wrote with a user; with creation off it creates nothing and still answers.
+#[tokio::test]
+async fn user_index_is_built_on_an_existing_table() {
+    let Some(pool) = common::raw_pool().await else {
+        return;
+    };
+    for create in [false, true] {
+        let schema = common::unique_schema();
+        common::create_connect_pg_simple_table(&pool, &schema).await;
+        let (express, anonymous) = (SessionId::generate(), SessionId::generate());
+        for (id, meta) in [
+            (&express, r#","sesame":{"user":"ada","login":1}"#),
+            (&anonymous, ""),
+        ] {
+            let text = format!(
+                r#"{{"cookie":{{"originalMaxAge":3600000,"expires":"2099-01-01T00:00:00.000Z","httpOnly":true,"path":"/"}}{meta}}}"#
+            );
+            sqlx::query(&format!(
+                "INSERT INTO \"{schema}\".\"session\" (sess, expire, sid) \
+                 SELECT $1::text::json, to_timestamp($2), $3"
+            ))
+            .bind(text)
+            .bind((sesame_core::now() + HOUR).unix_timestamp() as f64)
+            .bind(id.as_str())
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        let store = PostgresStore::builder()
+            .schema_name(&schema)
+            .create_table_if_missing(create)
+            .connect(&common::database_url())
+            .await
+            .unwrap();
+        let listed = store.user_sessions("ada").await.unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].0, express);
+        assert_eq!(listed[0].1.user(), Some("ada"));
+        if create {
+            let started = Instant::now();
+            let (definition, _) = loop {
+                match user_index(&pool, &schema).await {
+                    Some((definition, true)) => break (definition, true),
+                    _ if started.elapsed() > Duration::from_secs(30) => {
+                        panic!("the user index was not built")
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            };
+            assert!(definition.contains("IS NOT NULL"), "{definition}");
+            let plan = user_sessions_plan(&pool, store.table()).await;
+            assert!(plan.contains("IDX_session_user"), "{plan}");
+            assert_eq!(store.user_sessions("ada").await.unwrap().len(), 1);
+        } else {
+            assert_eq!(user_index(&pool, &schema).await, None, "nothing created");
+        }
+        drop(store);
+        common::drop_schema(&pool, &schema).await;
+    }
+}
+
+/// The cookie's deadline (the layer's idle and absolute timeouts) caps `expire` on save, create,
+/// touch and patch, though `cookie.expires` is later; a save past its deadline deletes the row.
+#[tokio::test]
+async fn deadline_caps_expire() {
+    let Some(pool) = common::raw_pool().await else {
+        return;
+    };
+    let (store, schema) = common::store(|b| b).await.unwrap();
+    let deadline = sesame_core::now() + Duration::from_secs(600);
+    let mut capped = record(Some(HOUR));
+    capped.cookie_mut().deadline = Some(deadline);
+    let close = |expire: PrimitiveDateTime| {
+        let difference = (utc(expire) - deadline).abs();
+        assert!(
+            difference <= Duration::from_millis(1),
+            "expire {expire} is not the deadline {deadline}"
+        );
+    };
+
+    let (saved, created, touched, patched) = (
+        SessionId::generate(),
+        SessionId::generate(),
+        SessionId::generate(),
+        SessionId::generate(),
+    );
+    store.save(&saved, &capped).await.unwrap();
+    store.create(&created, &capped).await.unwrap();
+    for id in [&touched, &patched] {
+        store.save(id, &record(Some(HOUR))).await.unwrap();
+    }
+    store
+        .touch(&touched, &Record::new(capped.cookie().clone()))
+        .await
+        .unwrap();
+    let mut patch = Patch::new(capped.cookie().clone());
+    patch.set("x", json!(1));
+    assert!(store.patch(&patched, &patch).await.unwrap());
+    for id in [&saved, &created, &touched, &patched] {
+        close(row(&pool, &store, id).await.unwrap().1);
+    }
+    let (sess, _) = row(&pool, &store, &saved).await.unwrap();
+    assert!(
+        !sess.contains("deadline"),
+        "the deadline is not part of the record: {sess}"
+    );
+
+    let mut past = record(Some(HOUR));
+    past.cookie_mut().deadline = Some(sesame_core::now() - Duration::from_secs(1));
+    store.save(&saved, &past).await.unwrap();
+    assert!(
+        row(&pool, &store, &saved).await.is_none(),
+        "a save past its deadline deletes"
     );
     common::drop_schema(&pool, &schema).await;
 }

@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// Builds a [`RedisStore`]. The options are connect-redis's (`prefix`, `ttl`, `disableTouch`,
-/// `disableTTL`, `scanCount`), plus the bound on each command.
+/// `disableTTL`, `scanCount`), plus the bound on each command and where the user index lives.
 ///
 /// ```no_run
 /// # async fn run() -> sesame_core::Result<()> {
@@ -33,6 +33,7 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct RedisStoreBuilder {
     prefix: String,
+    user_index_prefix: Option<String>,
     default_ttl: Duration,
     disable_touch: bool,
     disable_ttl: bool,
@@ -44,6 +45,7 @@ impl Default for RedisStoreBuilder {
     fn default() -> Self {
         Self {
             prefix: DEFAULT_PREFIX.to_owned(),
+            user_index_prefix: None,
             default_ttl: DEFAULT_TTL,
             disable_touch: false,
             disable_ttl: false,
@@ -62,6 +64,22 @@ impl RedisStoreBuilder {
     #[must_use]
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
+        self
+    }
+
+    /// The key prefix of the user index (see [Sessions of a user](crate#sessions-of-a-user)): a
+    /// user's index is the sorted set `<user index prefix><user id>`. By default it is derived from
+    /// the [`prefix`](Self::prefix): the prefix without its trailing `:`, followed by `-user:`
+    /// (`sess:` gives `sess-user:`, `myapp:sess:` gives `myapp:sess-user:`), so that the index keys
+    /// lie outside the sessions' `<prefix>*` and connect-redis never sees them.
+    ///
+    /// [`clear`](sesame_core::SessionStore::clear) deletes the sorted sets under this prefix, so
+    /// give each store its own, and do not let it nest with another store's prefix or with this
+    /// store's session prefix (session listing only looks at string keys, so an index key is never
+    /// taken for a session, but `<user index prefix><user>` must not be some session's key).
+    #[must_use]
+    pub fn user_index_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.user_index_prefix = Some(prefix.into());
         self
     }
 
@@ -194,11 +212,17 @@ impl RedisStoreBuilder {
 
     fn finish(self, conn: Connection) -> RedisStore {
         let pattern = format!("{}*", escape_glob(&self.prefix));
+        let index_prefix = self
+            .user_index_prefix
+            .unwrap_or_else(|| default_user_index_prefix(&self.prefix));
+        let index_pattern = format!("{}*", escape_glob(&index_prefix));
         RedisStore {
             inner: Arc::new(Inner {
                 conn,
                 prefix: self.prefix,
                 pattern,
+                index_prefix,
+                index_pattern,
                 default_ttl: self.default_ttl,
                 disable_touch: self.disable_touch,
                 disable_ttl: self.disable_ttl,
@@ -207,6 +231,13 @@ impl RedisStoreBuilder {
             }),
         }
     }
+}
+
+/// The user index prefix of a store with session prefix `prefix`: `prefix` without its trailing
+/// `:`, then `-user:`. For a prefix ending in `:` (connect-redis's convention) the result never
+/// begins with the prefix, so index keys stay out of `SCAN MATCH <prefix>*`.
+fn default_user_index_prefix(prefix: &str) -> String {
+    format!("{}-user:", prefix.strip_suffix(':').unwrap_or(prefix))
 }
 
 /// Escapes the characters Redis glob patterns give a meaning to (`* ? [ ] \`), so a prefix such as
@@ -230,5 +261,13 @@ mod tests {
     fn glob_characters_of_the_prefix_are_escaped() {
         assert_eq!(escape_glob("sess:"), "sess:");
         assert_eq!(escape_glob("a*b?c[d]e\\f"), "a\\*b\\?c\\[d\\]e\\\\f");
+    }
+
+    #[test]
+    fn the_user_index_prefix_is_derived_from_the_prefix() {
+        assert_eq!(default_user_index_prefix("sess:"), "sess-user:");
+        assert_eq!(default_user_index_prefix("myapp:sess:"), "myapp:sess-user:");
+        assert_eq!(default_user_index_prefix("sess"), "sess-user:");
+        assert!(!default_user_index_prefix("a:b:").starts_with("a:b:"));
     }
 }

@@ -10,14 +10,43 @@
 //! |---|---|
 //! | key | `<prefix><session id>`, prefix `sess:` by default |
 //! | value | express-session's JSON record: the session's keys plus a `cookie` object |
-//! | expiry | a Redis TTL (`SET ... PX`) until the record's `cookie.expires`, or the default TTL (one day) for a browser-session cookie |
+//! | expiry | a Redis TTL (`SET ... PX`) until the record's `cookie.expires`, or the default TTL (one day) for a browser-session cookie, and never past the layer's idle or absolute timeout ([`CookieState::deadline`]) |
 //! | expired record saved | deleted (`DEL`) rather than written |
 //! | `create` | `SET NX`: an id collision is [`Error::AlreadyExists`], never an overwrite |
 //! | touch | `PEXPIRE` on the key: the expiry moves, the value is not rewritten |
-//! | listing, `clear` | `SCAN MATCH <prefix>*` (never `KEYS`) on the server, or on every master of a cluster, then `MGET` / `DEL` in batches |
+//! | listing, `clear` | `SCAN MATCH <prefix>* TYPE string` (never `KEYS`) on the server, or on every master of a cluster, then `MGET` / `DEL` in batches |
+//! | user index | a sorted set per user, `<user index prefix><user id>`, outside the prefix (see below) |
 //!
 //! TTLs are set in milliseconds (`PX`, `PEXPIRE`) where connect-redis uses seconds; the keys and
 //! values are the same.
+//!
+//! # Sessions of a user
+//!
+//! The store keeps an index from each user to the sessions the user is logged in to (the `user`
+//! of the record's [`META_KEY`] object), for
+//! [`user_sessions`](SessionStore::user_sessions) ("your sessions", "log out everywhere"):
+//!
+//! | what | stored as |
+//! |---|---|
+//! | key | `<user index prefix><user id>`, the prefix `sess-user:` by default (derived from `sess:`: see [`RedisStoreBuilder::user_index_prefix`]), so `SCAN MATCH sess:*` and connect-redis never see it |
+//! | value | a sorted set: the ids of the user's sessions, each scored by its expiry (milliseconds since the Unix epoch; `+inf` for a session that never expires, with `disable_ttl`) |
+//! | expiry | the key's TTL is its highest score plus a minute: it goes when its last session does |
+//! | written by | every `save`, `create`, `patch` and `touch` whose record carries a user (`ZADD`, by a small Lua script on the index key that also drops the members that expired over a minute ago and sets the key's TTL) |
+//! | read by | `user_sessions`: `ZRANGEBYSCORE` from now (less a minute), then `MGET` of the sessions; only live records whose user is still that user are returned, and the other members are removed from the index |
+//! | `clear` | deletes the sorted sets under the user index prefix too, and nothing else |
+//!
+//! The sessions themselves are untouched, so an Express app sharing the store reads and writes
+//! them as before (and its sessions are simply not indexed). The index may lag, never the answer:
+//! `destroy` and a change of user leave the old entry in place (which user a session had would
+//! cost a read), and a listing checks every record it returns and prunes what it found stale.
+//!
+//! Writes without a user cost what they did. With a user, on one Redis the index update is
+//! pipelined behind the session's write, so `save`, `create`, `touch` and a `patch` that sets the
+//! meta object stay one round trip; on a cluster the index key lives in another slot, so it is a
+//! second command to its node (concurrent with the `PEXPIRE` for a touch, after the write
+//! otherwise, so a listing never drops a session being created). A `patch` that leaves the meta
+//! object alone on a session with a user still moves the session's expiry, so it learns the user
+//! from the patch script and updates the index in a second round trip.
 //!
 //! # Configuration
 //!
@@ -71,11 +100,12 @@
 //! destroyed session is never brought back by an in-flight save. The scripts copy every member of
 //! the record they do not change byte for byte, so the express format stays exact (Redis's `cjson`
 //! would turn an empty array into `{}` and round large integers; it is not used to re-encode). The
-//! store needs Redis 6.0 or later (`KEEPTTL`).
+//! store needs Redis 6.0 or later (`KEEPTTL`, `SCAN ... TYPE`).
 #![forbid(unsafe_code)]
 
 mod builder;
 mod conn;
+mod index;
 mod script;
 
 use std::collections::HashSet;
@@ -90,12 +120,13 @@ use redis::{Cmd, FromRedisValue, RedisError, ScriptInvocation};
 use sesame_core::serde_json::{self, Value};
 use sesame_core::time::{OffsetDateTime, UtcOffset};
 use sesame_core::{
-    COOKIE_KEY, Capabilities, CookieState, Error, Patch, Record, Result, SessionId, SessionStore,
-    Swap,
+    COOKIE_KEY, Capabilities, CookieState, Error, META_KEY, Patch, Record, Result, SessionId,
+    SessionStore, Swap,
 };
 
 pub use crate::builder::RedisStoreBuilder;
 use crate::conn::Connection;
+use crate::index::{Score, Write};
 
 /// The Redis driver, re-exported so users need one dependency to build a connection.
 pub use redis;
@@ -131,6 +162,10 @@ struct Inner {
     prefix: String,
     /// `prefix` with the glob characters of `SCAN MATCH` escaped, followed by `*`.
     pattern: String,
+    /// The key prefix of the user index (`sess-user:` by default).
+    index_prefix: String,
+    /// `index_prefix` escaped for `SCAN MATCH`, followed by `*`.
+    index_pattern: String,
     default_ttl: Duration,
     disable_touch: bool,
     disable_ttl: bool,
@@ -147,6 +182,15 @@ enum Expiry {
     Never,
 }
 
+/// What the patch script did.
+enum Patched {
+    /// There was no live record: nothing written.
+    Missing,
+    /// Applied. `meta` is the raw text of the record's meta member before the patch, if it had
+    /// one.
+    Applied { meta: Option<Vec<u8>> },
+}
+
 /// What the Lua scripts found wrong with a stored value or said back; the source of
 /// [`Error::Decode`] and [`Error::Backend`].
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +202,12 @@ enum ScriptError {
     #[error("unexpected reply from the {script} script: {reply:?}")]
     UnexpectedReply {
         script: &'static str,
+        reply: redis::Value,
+    },
+    /// A command answered in a shape it never has.
+    #[error("unexpected reply to {command}: {reply:?}")]
+    UnexpectedCommandReply {
+        command: &'static str,
         reply: redis::Value,
     },
 }
@@ -194,6 +244,19 @@ impl RedisStore {
     /// with `redis-cli`).
     pub fn key(&self, id: &SessionId) -> String {
         format!("{}{}", self.inner.prefix, id.as_str())
+    }
+
+    /// The key prefix of the user index (`sess-user:` unless configured; see
+    /// [`RedisStoreBuilder::user_index_prefix`]).
+    pub fn user_index_prefix(&self) -> &str {
+        &self.inner.index_prefix
+    }
+
+    /// The Redis key of a user's index: the user index prefix followed by the user id, a sorted
+    /// set of that user's session ids scored by their expiry (see
+    /// [Sessions of a user](crate#sessions-of-a-user)).
+    pub fn user_index_key(&self, user: &str) -> String {
+        format!("{}{user}", self.inner.index_prefix)
     }
 
     /// The bound on each command.
@@ -242,12 +305,11 @@ impl RedisStore {
         }
     }
 
-    /// The expiry a write gives a record with `cookie`, or `None` when it has already expired.
+    /// The expiry a write gives a record with `cookie`, or `None` when it has already expired: the
+    /// cookie's [store expiry](CookieState::store_expiry), so that the layer's
+    /// [`deadline`](CookieState::deadline) (idle and absolute timeouts) caps the Redis TTL.
     fn expiry_of(&self, cookie: &CookieState, now: OffsetDateTime) -> Option<Expiry> {
-        let left = match cookie.expires {
-            Some(expires) => expires - now,
-            None => return self.ttl_expiry(self.inner.default_ttl),
-        };
+        let left = cookie.store_expiry(now, self.inner.default_ttl) - now;
         if !left.is_positive() {
             return None;
         }
@@ -299,9 +361,18 @@ impl RedisStore {
         SessionId::parse(std::str::from_utf8(id).ok()?).ok()
     }
 
-    /// Every key of the store's prefix, each once, by `SCAN MATCH` on the server or on every
-    /// master of the cluster (never `KEYS`, which blocks Redis).
+    /// Every session key of the store's prefix, each once (see [`scan`](Self::scan)). Only string
+    /// keys: a session is a string, and a sorted set of the user index is never taken for one,
+    /// whatever the prefixes.
     async fn scan_keys(&self) -> Result<Vec<Vec<u8>>> {
+        self.scan(&self.inner.pattern, &self.inner.prefix, "string")
+            .await
+    }
+
+    /// Every key of type `kind` whose name begins with `prefix` (`pattern` is the escaped prefix
+    /// followed by `*`), each once, by `SCAN MATCH .. TYPE` on the server or on every master of the
+    /// cluster (never `KEYS`, which blocks Redis).
+    async fn scan(&self, pattern: &str, prefix: &str, kind: &str) -> Result<Vec<Vec<u8>>> {
         let mut conn = self.inner.conn.clone();
         let targets = self.bounded(conn.scan_targets()).await?;
         let mut seen = HashSet::new();
@@ -312,15 +383,17 @@ impl RedisStore {
                 let cmd = redis::cmd("SCAN")
                     .arg(cursor)
                     .arg("MATCH")
-                    .arg(&self.inner.pattern)
+                    .arg(pattern)
                     .arg("COUNT")
                     .arg(self.inner.scan_count)
+                    .arg("TYPE")
+                    .arg(kind)
                     .clone();
                 let (next, page) = self.bounded(conn.scan_step(target, cmd)).await?;
                 for key in page {
                     // SCAN may return a key twice (while the table is rehashed); the prefix is
                     // re-checked so that a key outside it is never touched.
-                    if key.starts_with(self.inner.prefix.as_bytes()) && seen.insert(key.clone()) {
+                    if key.starts_with(prefix.as_bytes()) && seen.insert(key.clone()) {
                         keys.push(key);
                     }
                 }
@@ -356,15 +429,15 @@ impl RedisStore {
         Ok(out)
     }
 
-    /// Runs the patch script: `patch`'s changes and `cookie`, with the expiry `expiry` (`None`:
-    /// the patched record has expired and is deleted). `Ok(false)` when there is no live record.
-    async fn run_patch(
+    /// The patch script's invocation: `patch`'s changes and `cookie`, with the expiry `expiry`
+    /// (`None`: the patched record has expired and is deleted).
+    fn patch_invocation(
         &self,
         key: &str,
         patch: Option<&Patch>,
         cookie: &CookieState,
         expiry: Option<Expiry>,
-    ) -> Result<bool> {
+    ) -> Result<redis::ScriptInvocation<'static>> {
         let mut invocation = script::PATCH.prepare_invoke();
         invocation.key(key);
         match expiry {
@@ -397,19 +470,50 @@ impl RedisStore {
                 invocation.arg(0);
             }
         }
-        let outcome: i64 = self.invoke(&invocation).await?;
-        match outcome {
-            1 => Ok(true),
-            0 => Ok(false),
-            -2 => Err(Error::decode(ScriptError::NotAnObject {
+        Ok(invocation)
+    }
+
+    /// Runs the patch script (see [`patch_invocation`](Self::patch_invocation)), and with
+    /// `index`, the user index update after it (see [`write_then_index`](Self::write_then_index)).
+    async fn run_patch(
+        &self,
+        key: &str,
+        invocation: &redis::ScriptInvocation<'static>,
+        index: Option<&redis::ScriptInvocation<'static>>,
+    ) -> Result<Patched> {
+        let reply = match index {
+            Some(index) => {
+                self.write_then_index(Write::Script(invocation), index)
+                    .await?
+            }
+            None => self.invoke(invocation).await?,
+        };
+        match reply {
+            redis::Value::Int(0) => Ok(Patched::Missing),
+            redis::Value::Int(-2) => Err(Error::decode(ScriptError::NotAnObject {
                 key: key.to_owned(),
             })),
-            other => Err(backend(ScriptError::UnexpectedReply {
+            redis::Value::Array(items)
+                if matches!(items.first(), Some(redis::Value::Int(1))) && items.len() <= 2 =>
+            {
+                let meta = match items.get(1) {
+                    Some(redis::Value::BulkString(text)) => Some(text.clone()),
+                    _ => None,
+                };
+                Ok(Patched::Applied { meta })
+            }
+            reply => Err(backend(ScriptError::UnexpectedReply {
                 script: "patch",
-                reply: redis::Value::Int(other),
+                reply,
             })),
         }
     }
+}
+
+/// The user in the raw text of a meta member, as [`sesame_core::user_of`] reads it from a record.
+fn user_in_meta(meta: &[u8]) -> Option<String> {
+    let meta: Value = serde_json::from_slice(meta).ok()?;
+    Some(meta.get("user")?.as_str()?.to_owned())
 }
 
 /// The JSON text of one member of a record, `"name":value`, as `serde_json` writes it in
@@ -463,6 +567,7 @@ impl fmt::Debug for RedisStore {
         f.debug_struct("RedisStore")
             .field("kind", &kind)
             .field("prefix", &self.inner.prefix)
+            .field("user_index_prefix", &self.inner.index_prefix)
             .field("default_ttl", &self.inner.default_ttl)
             .field("disable_touch", &self.inner.disable_touch)
             .field("disable_ttl", &self.inner.disable_ttl)
@@ -481,9 +586,11 @@ impl SessionStore for RedisStore {
         }
     }
 
+    /// `SET`, with the user index update in the same round trip when the record has a user.
     async fn save(&self, id: &SessionId, record: &Record) -> Result<()> {
         let key = self.key(id);
-        let Some(expiry) = self.expiry_of(record.cookie(), sesame_core::now()) else {
+        let now = sesame_core::now();
+        let Some(expiry) = self.expiry_of(record.cookie(), now) else {
             // connect-redis deletes a session whose cookie has expired rather than write it.
             return self.query(redis::cmd("DEL").arg(&key)).await;
         };
@@ -492,13 +599,24 @@ impl SessionStore for RedisStore {
         if let Expiry::Millis(ms) = expiry {
             cmd.arg("PX").arg(ms);
         }
-        self.query(&cmd).await
+        match record.user() {
+            Some(user) => {
+                let score = Score::of(record.cookie(), now, expiry);
+                let index = self.index_add(user, id, score, now);
+                self.write_then_index(Write::Cmd(&cmd), &index)
+                    .await
+                    .map(drop)
+            }
+            None => self.query(&cmd).await,
+        }
     }
 
+    /// `SET NX`, with the user index update in the same round trip when the record has a user.
     async fn create(&self, id: &SessionId, record: &Record) -> Result<()> {
         let key = self.key(id);
         let taken = Err(Error::AlreadyExists { store: STORE_NAME });
-        let Some(expiry) = self.expiry_of(record.cookie(), sesame_core::now()) else {
+        let now = sesame_core::now();
+        let Some(expiry) = self.expiry_of(record.cookie(), now) else {
             // Nothing live to insert; still, a live record under the id is a collision.
             return match self.load(id).await? {
                 Some(_) => taken,
@@ -506,50 +624,87 @@ impl SessionStore for RedisStore {
             };
         };
         let value = record.to_json_vec()?;
-        match expiry {
+        // An id collision (never in practice: ids are random) indexes the id under this user
+        // too; a listing sees the record is another user's and drops it.
+        let index = record.user().map(|user| {
+            let score = Score::of(record.cookie(), now, expiry);
+            self.index_add(user, id, score, now)
+        });
+        let reply = match expiry {
             Expiry::Millis(ms) => {
                 // `SET NX` replies OK when it wrote and nil when the key exists.
-                let written: Option<redis::Value> = self
-                    .query(
-                        redis::cmd("SET")
-                            .arg(&key)
-                            .arg(value)
-                            .arg("NX")
-                            .arg("PX")
-                            .arg(ms),
-                    )
-                    .await?;
-                if written.is_some() { Ok(()) } else { taken }
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(&key).arg(value).arg("NX").arg("PX").arg(ms);
+                match &index {
+                    Some(index) => self.write_then_index(Write::Cmd(&cmd), index).await?,
+                    None => self.query(&cmd).await?,
+                }
             }
             Expiry::Never => {
                 // Without TTLs a dead record may still sit under the id: the script replaces it,
-                // and only it.
+                // and only it. It replies 1 when it wrote, 0 when a live record is there.
                 let mut invocation = script::CREATE.prepare_invoke();
                 invocation.key(&key).arg(self.script_now()).arg(value);
-                let written: i64 = self.invoke(&invocation).await?;
-                if written == 1 { Ok(()) } else { taken }
+                match &index {
+                    Some(index) => {
+                        self.write_then_index(Write::Script(&invocation), index)
+                            .await?
+                    }
+                    None => self.invoke(&invocation).await?,
+                }
             }
+        };
+        match reply {
+            redis::Value::Nil | redis::Value::Int(0) => taken,
+            _ => Ok(()),
         }
     }
 
+    /// `DEL`. The user index is left as it is (which user the session had would cost a read): a
+    /// listing drops the session from it, and it expires with the session anyway.
     async fn destroy(&self, id: &SessionId) -> Result<()> {
         self.query(redis::cmd("DEL").arg(self.key(id))).await
     }
 
+    /// `PEXPIRE`, and when the touch record carries the session's user (the layer's does), the
+    /// user index update: the session's new expiry must reach its index, or the index would drop
+    /// it while it lives on.
     async fn touch(&self, id: &SessionId, record: &Record) -> Result<()> {
         if self.inner.disable_touch {
             return Ok(());
         }
         let key = self.key(id);
-        match self.expiry_of(record.cookie(), sesame_core::now()) {
+        let now = sesame_core::now();
+        let expiry = self.expiry_of(record.cookie(), now);
+        match expiry {
             // PEXPIRE on a missing key does nothing: a touch never creates a record.
-            Some(Expiry::Millis(ms)) => self.query(redis::cmd("PEXPIRE").arg(&key).arg(ms)).await,
+            Some(Expiry::Millis(ms)) => {
+                let mut cmd = redis::cmd("PEXPIRE");
+                cmd.arg(&key).arg(ms);
+                match record.user() {
+                    Some(user) => {
+                        let score = Score::of(record.cookie(), now, Expiry::Millis(ms));
+                        let index = self.index_add(user, id, score, now);
+                        self.touch_and_index(&cmd, &index).await
+                    }
+                    None => self.query(&cmd).await,
+                }
+            }
             // Without TTLs the cookie's expiry is the only one: rewrite the cookie member, keep
-            // the data, never create.
-            Some(Expiry::Never) => self
-                .run_patch(&key, None, record.cookie(), Some(Expiry::Never))
-                .await
-                .map(drop),
+            // the data, never create. The script tells the session's user.
+            Some(Expiry::Never) => {
+                let invocation =
+                    self.patch_invocation(&key, None, record.cookie(), Some(Expiry::Never))?;
+                let patched = self.run_patch(&key, &invocation, None).await?;
+                if let Patched::Applied { meta: Some(meta) } = patched {
+                    if let Some(user) = user_in_meta(&meta) {
+                        let score = Score::of(record.cookie(), now, Expiry::Never);
+                        let index = self.index_add(&user, id, score, now);
+                        self.invoke::<()>(&index).await?;
+                    }
+                }
+                Ok(())
+            }
             // An expiry in the past ends the session now (as `EXPIRE` with a negative TTL does).
             None => self.query(redis::cmd("DEL").arg(&key)).await,
         }
@@ -564,6 +719,7 @@ impl SessionStore for RedisStore {
             .with_listing()
             .with_patch()
             .with_compare_and_swap()
+            .with_user_index()
     }
 
     async fn ids(&self) -> Result<Vec<SessionId>> {
@@ -590,21 +746,57 @@ impl SessionStore for RedisStore {
         self.ids().await.map(|ids| ids.len())
     }
 
+    /// Deletes the sessions (the string keys under the prefix), then the user index (the sorted
+    /// sets under the user index prefix), and nothing else.
     async fn clear(&self) -> Result<()> {
-        let keys = self.scan_keys().await?;
-        for batch in keys.chunks(self.inner.scan_count) {
-            // On a cluster the driver splits a multi-key DEL by slot.
-            self.query::<()>(redis::cmd("DEL").arg(batch)).await?;
+        let sessions = self.scan_keys().await?;
+        let index = self
+            .scan(&self.inner.index_pattern, &self.inner.index_prefix, "zset")
+            .await?;
+        for keys in [sessions, index] {
+            for batch in keys.chunks(self.inner.scan_count) {
+                // On a cluster the driver splits a multi-key DEL by slot.
+                self.query::<()>(redis::cmd("DEL").arg(batch)).await?;
+            }
         }
         Ok(())
     }
 
     /// One `EVALSHA` of the patch script: the changed keys are merged into the record as stored
     /// now, on the server, copying every other member byte for byte.
+    ///
+    /// A patch that sets the meta object with a user indexes the session in the same round trip
+    /// (on a cluster, in a second one). A patch that leaves the meta object alone on a session
+    /// with a user moves the session's expiry, so it must move it in the index too: the script
+    /// tells the user, and a second round trip updates the index. (The layer can spare that trip
+    /// by carrying the meta object in its patches, as it does in its touches.) A patch that
+    /// changes the user or logs out leaves the old user's index as it is: a listing drops the
+    /// session from it.
     async fn patch(&self, id: &SessionId, patch: &Patch) -> Result<bool> {
-        let expiry = self.expiry_of(patch.cookie(), sesame_core::now());
-        self.run_patch(&self.key(id), Some(patch), patch.cookie(), expiry)
-            .await
+        let key = self.key(id);
+        let now = sesame_core::now();
+        let expiry = self.expiry_of(patch.cookie(), now);
+        let invocation = self.patch_invocation(&key, Some(patch), patch.cookie(), expiry)?;
+        let change = patch.user_change();
+        let index = match (expiry, change) {
+            (Some(expiry), Some(Some(user))) => {
+                let score = Score::of(patch.cookie(), now, expiry);
+                Some(self.index_add(user, id, score, now))
+            }
+            _ => None,
+        };
+        let patched = self.run_patch(&key, &invocation, index.as_ref()).await?;
+        let Patched::Applied { meta } = patched else {
+            return Ok(false);
+        };
+        if let (Some(expiry), None, Some(meta)) = (expiry, change, meta) {
+            if let Some(user) = user_in_meta(&meta) {
+                let score = Score::of(patch.cookie(), now, expiry);
+                self.invoke::<()>(&self.index_add(&user, id, score, now))
+                    .await?;
+            }
+        }
+        Ok(true)
     }
 
     /// One `EVALSHA` of the swap script, which compares the member's stored text with the
@@ -644,6 +836,12 @@ impl SessionStore for RedisStore {
                 let reply: Vec<redis::Value> = self.invoke(&invocation).await?;
                 match reply.as_slice() {
                     [redis::Value::Int(1)] => return Ok(Swap::Done),
+                    [redis::Value::Int(1), redis::Value::Int(pttl)] => {
+                        if key == META_KEY {
+                            self.index_swapped_meta(id, new, *pttl).await?;
+                        }
+                        return Ok(Swap::Done);
+                    }
                     [redis::Value::Int(0)] => return Ok(Swap::Missing),
                     [redis::Value::Int(-2)] => {
                         return Err(Error::decode(ScriptError::NotAnObject {
@@ -683,6 +881,13 @@ impl SessionStore for RedisStore {
                 store: STORE_NAME,
                 timeout: bound,
             }))
+    }
+
+    /// The live sessions in the user's index (members scored at or above now, less a grace
+    /// period), fetched by `MGET` and kept only when their record is live and names `user`.
+    /// Members that fail that check are then removed from the index.
+    async fn user_sessions(&self, user: &str) -> Result<Vec<(SessionId, Record)>> {
+        self.list_user(user).await
     }
 }
 

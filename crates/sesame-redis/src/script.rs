@@ -147,17 +147,24 @@ end
 /// - `ARGV[5]`: how many keys are removed, followed by their names;
 /// - then pairs of (name, member text `"name":value`) for the keys set.
 ///
-/// Returns 1 when applied, 0 when there is no live record (nothing written), -2 when the stored
-/// value is not a JSON object (nothing written).
+/// Returns `{1, meta}` when applied, where `meta` is the raw text of the record's `sesame` member
+/// ([`META_KEY`](sesame_core::META_KEY)) as it was before the patch, or nil: the caller learns the
+/// session's user from it without a read of its own, to keep the user index up with the new
+/// expiry. Returns 0 when there is no live record (nothing written), -2 when the stored value is
+/// not a JSON object (nothing written).
 const PATCH_BODY: &str = r#"
 local raw = redis.call('GET', KEYS[1])
 if not raw then return 0 end
 local names, heads, values = members(raw)
 if not names then return -2 end
 if dead(names, values, ARGV[3]) then return 0 end
+local meta = false
+for i = 1, #names do
+  if names[i] == 'sesame' then meta = values[i] end
+end
 if ARGV[1] == 'del' then
   redis.call('DEL', KEYS[1])
-  return 1
+  return {1, meta}
 end
 local change = { cookie = ARGV[4] }
 local removed = tonumber(ARGV[5])
@@ -187,7 +194,7 @@ if ARGV[1] == 'px' then
 else
   redis.call('SET', KEYS[1], json)
 end
-return 1
+return {1, meta}
 "#;
 
 /// Compare-and-swap of one member of the record under `KEYS[1]`, keeping the key's TTL.
@@ -197,7 +204,8 @@ return 1
 /// - `ARGV[3]`: `1` when a value is expected, followed by its exact text in `ARGV[4]`;
 /// - `ARGV[5]`: `1` when the member is set (to the member text `ARGV[6]`), else it is removed.
 ///
-/// Returns `{1}` when swapped, `{0}` when there is no live record, `{-1, current}` when the member
+/// Returns `{1, pttl}` when swapped (`pttl` is the key's `PTTL`, -1 without a TTL, so that a swap
+/// of the `sesame` member can index the session with its expiry), `{0}` when there is no live record, `{-1, current}` when the member
 /// is not as expected (`current` is its raw text, or nil when absent), `{-2}` when the stored
 /// value is not a JSON object. The comparison is on text: the caller compares semantically and
 /// retries with the exact text when only the formatting differs.
@@ -228,7 +236,7 @@ for i = 1, #names do
 end
 if not at and ARGV[5] == '1' then out[#out + 1] = ARGV[6] end
 redis.call('SET', KEYS[1], '{' .. table.concat(out, ',') .. '}', 'KEEPTTL')
-return {1}
+return {1, redis.call('PTTL', KEYS[1])}
 "#;
 
 /// Insert-only write for stores without Redis TTLs (`disable_ttl`), where a dead record may still
@@ -245,6 +253,56 @@ redis.call('SET', KEYS[1], ARGV[2])
 return 1
 "#;
 
+/// Adds a session to a user's index (a sorted set of session ids scored by their expiry in
+/// milliseconds since the Unix epoch), drops the members that expired, and sets the index key's
+/// TTL to outlive its last session. One key, so it runs on a cluster too.
+///
+/// - `KEYS[1]`: the index key;
+/// - `ARGV[1]`: the session id; `ARGV[2]`: its expiry (`+inf` when it has none, with
+///   `disable_ttl`);
+/// - `ARGV[3]`: the floor: now minus a grace period, in milliseconds. Members scored below it are
+///   removed, and the key lives until its highest score plus the grace period (exactly: a touch
+///   that shortens the last session shortens the key too). The grace absorbs clock skew between
+///   application servers and reordered concurrent writes of one session, so a live session is
+///   never pruned.
+///
+/// Scores and times are integers of milliseconds, formatted with `%d` (Lua's default number
+/// format has 14 digits, which would round them).
+const INDEX_BODY: &str = r#"
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
+local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if not top[2] then return 0 end
+if top[2] == 'inf' then
+  redis.call('PERSIST', KEYS[1])
+  return 1
+end
+local ttl = tonumber(top[2]) - tonumber(ARGV[3])
+if ttl < 1 then ttl = 1 end
+redis.call('PEXPIRE', KEYS[1], string.format('%d', ttl))
+return 1
+"#;
+
+/// Cleans a user's index after a listing: drops the members that expired (scored below the floor
+/// `ARGV[1]`), and each member named in the pairs (session id, score) that follow, but only if its
+/// score is still the one the listing saw. A write that re-indexed the session meanwhile (the same
+/// id logged in again) changed its score, and keeps it. Returns how many named members it removed.
+const PRUNE_BODY: &str = r#"
+local function num(s)
+  if s == 'inf' or s == '+inf' then return math.huge end
+  return tonumber(s)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+local removed = 0
+for i = 2, #ARGV, 2 do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and num(score) == num(ARGV[i + 1]) then
+    removed = removed + redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+end
+return removed
+"#;
+
 /// The patch script (see [`PATCH_BODY`]).
 pub(crate) static PATCH: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{PRELUDE}{PATCH_BODY}")));
@@ -257,7 +315,23 @@ pub(crate) static SWAP: LazyLock<Script> =
 pub(crate) static CREATE: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{PRELUDE}{CREATE_BODY}")));
 
+/// The user index update (see [`INDEX_BODY`]).
+pub(crate) static INDEX: LazyLock<Script> = LazyLock::new(|| Script::new(INDEX_BODY));
+
+/// The user index cleanup after a listing (see [`PRUNE_BODY`]).
+pub(crate) static PRUNE: LazyLock<Script> = LazyLock::new(|| Script::new(PRUNE_BODY));
+
 /// Every script, to load them into a server's script cache ahead of the first request.
-pub(crate) fn all() -> [&'static Script; 3] {
-    [&PATCH, &SWAP, &CREATE]
+pub(crate) fn all() -> [&'static Script; 5] {
+    [&PATCH, &SWAP, &CREATE, &INDEX, &PRUNE]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_patch_script_reads_the_meta_key() {
+        assert!(PATCH_BODY.contains(&format!("'{}'", sesame_core::META_KEY)));
+    }
 }
