@@ -5,7 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::request::Parts;
-use sesame_core::{CookieOptions, DynStore, IdHasher, KeyRing, Record, SessionId, SessionStore};
+use sesame_core::time::OffsetDateTime;
+use sesame_core::{
+    CookieOptions, DynStore, IdHasher, KeyRing, META_KEY, Record, SessionId, SessionStore,
+    StoreObserver,
+};
 
 use crate::cookies::is_valid_cookie_name;
 use crate::error::ConfigError;
@@ -69,6 +73,8 @@ pub(crate) struct Config {
     pub(crate) save_uninitialized: bool,
     pub(crate) rolling: bool,
     pub(crate) touch_after: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) absolute_timeout: Option<Duration>,
     pub(crate) proxy: bool,
     pub(crate) genid: Option<GenId>,
     pub(crate) unset: Unset,
@@ -79,7 +85,36 @@ pub(crate) struct Config {
     pub(crate) max_record_size: Option<usize>,
 }
 
+/// How often a logged-in session's last-seen time is refreshed when `touch_after` is not set.
+const DEFAULT_SEEN_INTERVAL: Duration = Duration::from_secs(60);
+
 impl Config {
+    /// How stale a logged-in session's last-seen time may get before a request refreshes it.
+    pub(crate) fn seen_interval(&self) -> Duration {
+        self.touch_after.unwrap_or(DEFAULT_SEEN_INTERVAL)
+    }
+
+    /// The time past which the store must not keep `record`: `now` plus the idle timeout, and
+    /// the session's creation plus the absolute timeout, whichever comes first.
+    pub(crate) fn deadline(&self, record: &Record, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        let idle = self.idle_timeout.map(|idle| now + idle);
+        let absolute = self
+            .absolute_timeout
+            .zip(created(record))
+            .map(|(absolute, created)| created + absolute);
+        match (idle, absolute) {
+            (Some(idle), Some(absolute)) => Some(idle.min(absolute)),
+            (deadline, None) | (None, deadline) => deadline,
+        }
+    }
+
+    /// Whether `record`'s session is older than the absolute timeout at `now`.
+    pub(crate) fn past_absolute_timeout(&self, record: &Record, now: OffsetDateTime) -> bool {
+        self.absolute_timeout
+            .zip(created(record))
+            .is_some_and(|(absolute, created)| created + absolute <= now)
+    }
+
     /// Refuses a record over the configured size limit, before it reaches the store.
     pub(crate) fn check_size(&self, record: &Record) -> Result<(), sesame_core::Error> {
         let Some(limit) = self.max_record_size else {
@@ -158,6 +193,9 @@ pub struct SessionLayerBuilder {
     save_uninitialized: bool,
     rolling: bool,
     touch_after: Option<Duration>,
+    idle_timeout: Option<Duration>,
+    absolute_timeout: Option<Duration>,
+    observer: Option<Arc<dyn StoreObserver>>,
     proxy: bool,
     genid: Option<GenId>,
     unset: Unset,
@@ -181,6 +219,9 @@ impl Default for SessionLayerBuilder {
             save_uninitialized: false,
             rolling: false,
             touch_after: None,
+            idle_timeout: None,
+            absolute_timeout: None,
+            observer: None,
             proxy: false,
             genid: None,
             unset: Unset::Keep,
@@ -255,6 +296,52 @@ impl SessionLayerBuilder {
     /// minute for a day.
     pub fn touch_after(mut self, interval: Duration) -> Self {
         self.touch_after = Some(interval);
+        self
+    }
+
+    /// End a session that has not been used for `timeout` (OWASP's idle timeout; sliding: every
+    /// request that uses the session renews it). The store drops the session once the time has
+    /// passed, whatever the cookie's own expiry says, so a stolen cookie of an abandoned session is
+    /// worthless. It works with browser-session cookies too. With
+    /// [`touch_after`](Self::touch_after), renewal happens at most once per interval, so a session
+    /// may end up to that interval early. Default: none (the cookie's max age, or the store's
+    /// default time to live for browser-session cookies, is the limit).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// End every session `timeout` after it was created, however active it is (OWASP's absolute
+    /// timeout; never renewed). The creation time is kept in the session's data (under the
+    /// [`META_KEY`](sesame_core::META_KEY) object); a session that predates the option gets it
+    /// stamped on its next request. Combine with [`idle_timeout`](Self::idle_timeout): a
+    /// session ends at whichever comes first. Default: none.
+    pub fn absolute_timeout(mut self, timeout: Duration) -> Self {
+        self.absolute_timeout = Some(timeout);
+        self
+    }
+
+    /// Reports every store call (operation, latency, failure) to `observer`, for metrics: use a
+    /// shared [`StoreMetrics`](sesame_core::StoreMetrics), a closure, or your own
+    /// [`StoreObserver`] that feeds the `metrics` crate or tracing.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use axum_sesame::{SessionLayer, StoreMetrics, StoreOperation};
+    ///
+    /// let metrics = Arc::new(StoreMetrics::new());
+    /// let layer = SessionLayer::builder()
+    ///     .secret(axum_sesame::core::random_secret())
+    ///     .observe(Arc::clone(&metrics))
+    ///     .build()?;
+    /// // Later, in a metrics endpoint:
+    /// let loads = metrics.snapshot(StoreOperation::Load);
+    /// println!("loads: {} ({} failed)", loads.calls, loads.failures);
+    /// # let _ = layer;
+    /// # Ok::<(), axum_sesame::ConfigError>(())
+    /// ```
+    pub fn observe(mut self, observer: impl StoreObserver) -> Self {
+        self.observer = Some(Arc::new(observer));
         self
     }
 
@@ -384,6 +471,8 @@ impl SessionLayerBuilder {
             save_uninitialized: self.save_uninitialized,
             rolling: self.rolling,
             touch_after: self.touch_after.filter(|interval| !interval.is_zero()),
+            idle_timeout: self.idle_timeout,
+            absolute_timeout: self.absolute_timeout,
             proxy: self.proxy,
             genid: self.genid,
             unset: self.unset,
@@ -392,6 +481,7 @@ impl SessionLayerBuilder {
                 inner: store,
                 timeout: self.store_timeout,
                 id_hasher,
+                observer: self.observer,
             },
             on_store_error: self.on_store_error,
             on_corrupt_record: self.on_corrupt_record,
@@ -449,4 +539,10 @@ impl fmt::Debug for SessionLayerBuilder {
             .field("unset", &self.unset)
             .finish_non_exhaustive()
     }
+}
+
+/// When `record`'s session was created, as the meta object records it.
+fn created(record: &Record) -> Option<OffsetDateTime> {
+    let created = record.data().get(META_KEY)?.get("created")?.as_i64()?;
+    sesame_core::from_unix_millis(created)
 }

@@ -57,6 +57,10 @@ pub enum SessionError {
     /// has expired, or was never saved.
     #[error("the session has no record in the store")]
     NotFound,
+    /// A user-session method ([`Session::user_sessions`](crate::Session::user_sessions),
+    /// [`revoke`](crate::Session::revoke), ...) was called on a session no user is logged in to.
+    #[error("no user is logged in to this session")]
+    NotLoggedIn,
     /// [`Session::update`](crate::Session::update) lost the race for the key too many times in a
     /// row.
     #[error("the session key {0:?} is changed by too many concurrent requests to update it")]
@@ -68,6 +72,7 @@ impl SessionError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Store(error) if error.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotLoggedIn => StatusCode::UNAUTHORIZED,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -75,11 +80,16 @@ impl SessionError {
 
 impl IntoResponse for SessionError {
     fn into_response(self) -> Response {
-        tracing::error!(error = &self as &dyn std::error::Error, "session error");
         let body = match self.status() {
             StatusCode::SERVICE_UNAVAILABLE => "Session store unavailable",
+            StatusCode::UNAUTHORIZED => "Not logged in",
             _ => "Session error",
         };
+        if self.status().is_server_error() {
+            tracing::error!(error = &self as &dyn std::error::Error, "session error");
+        } else {
+            tracing::debug!(error = &self as &dyn std::error::Error, "session error");
+        }
         (self.status(), body).into_response()
     }
 }

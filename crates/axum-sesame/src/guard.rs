@@ -1,15 +1,17 @@
-//! The store as the layer uses it: every call bounded by a timeout, and ids optionally hashed
-//! before they reach the store.
+//! The store as the layer uses it: every call bounded by a timeout, reported to the observer if
+//! there is one, and ids optionally hashed before they reach the store.
 
 use std::borrow::Cow;
 use std::future::{Future, poll_fn};
 use std::pin::pin;
+use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sesame_core::{
-    Capabilities, DynStore, Error, IdHasher, Patch, Record, Result, SessionId, SessionStore, Swap,
+    Capabilities, DynStore, Error, IdHasher, Patch, Record, Result, SessionId, SessionStore,
+    StoreEvent, StoreObserver, StoreOperation as Op, Swap,
 };
 
 /// Wraps the configured store.
@@ -17,19 +19,37 @@ pub(crate) struct GuardedStore {
     pub(crate) inner: DynStore,
     pub(crate) timeout: Option<Duration>,
     pub(crate) id_hasher: Option<IdHasher>,
+    pub(crate) observer: Option<Arc<dyn StoreObserver>>,
 }
 
 impl GuardedStore {
-    fn at_rest<'a>(&self, id: &'a SessionId) -> Cow<'a, SessionId> {
+    /// The id the store keeps `id`'s record under: `id` itself, or its keyed hash.
+    pub(crate) fn at_rest<'a>(&self, id: &'a SessionId) -> Cow<'a, SessionId> {
         match &self.id_hasher {
             Some(hasher) => Cow::Owned(hasher.hash(id)),
             None => Cow::Borrowed(id),
         }
     }
 
+    /// Runs a store call within the timeout and reports it to the observer.
+    async fn bounded<T>(&self, operation: Op, call: impl Future<Output = Result<T>>) -> Result<T> {
+        let Some(observer) = &self.observer else {
+            return self.within_timeout(call).await;
+        };
+        let started = Instant::now();
+        let result = self.within_timeout(call).await;
+        observer.observe(&StoreEvent::new(
+            self.inner.name(),
+            operation,
+            started.elapsed(),
+            result.is_err(),
+        ));
+        result
+    }
+
     /// Runs a store call within the timeout, so a store that hangs becomes an error instead of a
     /// request that never ends.
-    async fn bounded<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
+    async fn within_timeout<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
         let mut call = pin!(call);
         // An in-process store (memory) answers on the first poll: it never pays for a timer.
         if let Poll::Ready(result) = poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
@@ -48,23 +68,34 @@ impl GuardedStore {
     }
 }
 
+impl GuardedStore {
+    /// Destroys the record kept under `stored_id`, an id as the store holds it (from
+    /// [`user_sessions`](SessionStore::user_sessions)), without hashing it again.
+    pub(crate) async fn destroy_at_rest(&self, stored_id: &SessionId) -> Result<()> {
+        self.bounded(Op::Destroy, self.inner.destroy(stored_id))
+            .await
+    }
+}
+
 impl SessionStore for GuardedStore {
     async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
-        self.bounded(self.inner.load(&self.at_rest(id))).await
+        self.bounded(Op::Load, self.inner.load(&self.at_rest(id)))
+            .await
     }
     async fn save(&self, id: &SessionId, record: &Record) -> Result<()> {
-        self.bounded(self.inner.save(&self.at_rest(id), record))
+        self.bounded(Op::Save, self.inner.save(&self.at_rest(id), record))
             .await
     }
     async fn create(&self, id: &SessionId, record: &Record) -> Result<()> {
-        self.bounded(self.inner.create(&self.at_rest(id), record))
+        self.bounded(Op::Create, self.inner.create(&self.at_rest(id), record))
             .await
     }
     async fn destroy(&self, id: &SessionId) -> Result<()> {
-        self.bounded(self.inner.destroy(&self.at_rest(id))).await
+        self.bounded(Op::Destroy, self.inner.destroy(&self.at_rest(id)))
+            .await
     }
     async fn touch(&self, id: &SessionId, record: &Record) -> Result<()> {
-        self.bounded(self.inner.touch(&self.at_rest(id), record))
+        self.bounded(Op::Touch, self.inner.touch(&self.at_rest(id), record))
             .await
     }
     fn name(&self) -> &'static str {
@@ -74,19 +105,19 @@ impl SessionStore for GuardedStore {
         self.inner.capabilities()
     }
     async fn ids(&self) -> Result<Vec<SessionId>> {
-        self.bounded(self.inner.ids()).await
+        self.bounded(Op::Listing, self.inner.ids()).await
     }
     async fn all(&self) -> Result<Vec<(SessionId, Record)>> {
-        self.bounded(self.inner.all()).await
+        self.bounded(Op::Listing, self.inner.all()).await
     }
     async fn len(&self) -> Result<usize> {
-        self.bounded(self.inner.len()).await
+        self.bounded(Op::Listing, self.inner.len()).await
     }
     async fn clear(&self) -> Result<()> {
-        self.bounded(self.inner.clear()).await
+        self.bounded(Op::Listing, self.inner.clear()).await
     }
     async fn patch(&self, id: &SessionId, patch: &Patch) -> Result<bool> {
-        self.bounded(self.inner.patch(&self.at_rest(id), patch))
+        self.bounded(Op::Patch, self.inner.patch(&self.at_rest(id), patch))
             .await
     }
     async fn compare_and_swap(
@@ -97,7 +128,15 @@ impl SessionStore for GuardedStore {
         new: Option<&Value>,
     ) -> Result<Swap> {
         let id = self.at_rest(id);
-        self.bounded(self.inner.compare_and_swap(&id, key, expected, new))
+        self.bounded(
+            Op::CompareAndSwap,
+            self.inner.compare_and_swap(&id, key, expected, new),
+        )
+        .await
+    }
+    /// The user's sessions under the ids the store keeps them by (hashed, with hashed ids).
+    async fn user_sessions(&self, user: &str) -> Result<Vec<(SessionId, Record)>> {
+        self.bounded(Op::UserSessions, self.inner.user_sessions(user))
             .await
     }
 }

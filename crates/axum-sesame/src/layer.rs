@@ -67,6 +67,12 @@ impl SessionLayer {
     pub fn store(&self) -> &DynStore {
         &self.config.store.inner
     }
+
+    /// The sessions of any user, outside a request (an admin page, "log out everywhere" when a
+    /// password changes), through this layer's store, timeout and id hashing.
+    pub fn users(&self) -> crate::UserSessions {
+        crate::UserSessions::new(Arc::clone(&self.config))
+    }
 }
 
 impl std::fmt::Debug for SessionLayer {
@@ -249,6 +255,7 @@ fn decide(config: &Config, state: &mut State) -> (StoreAction, CookieAction) {
     }
 
     let now = sesame_core::now();
+    state.prepare_write(config, now);
     let persisted = state.is_persisted();
     let save = if persisted {
         state.unsaved || config.resave
@@ -282,8 +289,7 @@ fn decide(config: &Config, state: &mut State) -> (StoreAction, CookieAction) {
     let store = if save && persisted && config.store.capabilities().patch {
         // Only this request's changes: keys other requests wrote meanwhile survive, and a session
         // destroyed meanwhile stays destroyed.
-        let keys = state.changed_keys.iter().map(String::as_str);
-        let patch = Patch::from_changes(&state.record, keys);
+        let patch = state.patch();
         StoreAction::Patch(state.id(config), patch)
     } else if save && persisted {
         StoreAction::Save(state.id(config), state.record.clone())
@@ -291,7 +297,7 @@ fn decide(config: &Config, state: &mut State) -> (StoreAction, CookieAction) {
         StoreAction::Create(state.id(config), state.record.clone())
     } else if touch {
         // Touch moves the expiry only: the cookie state is all the store needs.
-        StoreAction::Touch(state.id(config), Record::new(state.record.cookie().clone()))
+        StoreAction::Touch(state.id(config), state.touch_record())
     } else {
         StoreAction::Nothing
     };

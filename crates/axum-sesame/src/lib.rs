@@ -58,6 +58,7 @@ mod flash;
 mod guard;
 mod layer;
 mod session;
+mod users;
 mod verified;
 
 pub use config::{
@@ -67,11 +68,13 @@ pub use error::{ConfigError, SessionError, SessionRejection};
 pub use flash::{FLASH_KEY, Flash};
 pub use layer::{Https, ResponseFuture, SessionLayer, SessionService};
 pub use session::Session;
+pub use users::{Login, UserSession, UserSessions};
 
 #[doc(no_inline)]
 pub use sesame_core::{
-    CookieOptions, DynStore, Expiry, KeyRing, Priority, Record, SameSite, SameSitePolicy, Secure,
-    SessionId, SessionStore,
+    CookieOptions, DynStore, Expiry, KeyRing, META_KEY, OperationSnapshot, Priority, Record,
+    SameSite, SameSitePolicy, Secure, SessionId, SessionMeta, SessionStore, StoreEvent,
+    StoreMetrics, StoreObserver, StoreOperation,
 };
 
 /// The core crate: record format, store trait, key ring, errors.

@@ -11,7 +11,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use sesame_core::time::OffsetDateTime;
-use sesame_core::{COOKIE_KEY, CookieOptions, Patch, Record, SessionId, SessionStore, Swap};
+use sesame_core::{
+    COOKIE_KEY, CookieOptions, META_KEY, Patch, Record, SessionId, SessionMeta, SessionStore, Swap,
+    unix_millis, user_of,
+};
 use tokio::sync::OnceCell;
 
 use crate::config::{Config, OnCorruptRecord, OnStoreError};
@@ -149,6 +152,75 @@ impl State {
         }
     }
 
+    /// Brings sesame's bookkeeping up to date before the end-of-request decision (or an explicit
+    /// save) at `now`: stamps the creation time the absolute timeout needs, refreshes a logged-in
+    /// session's last-seen time once per `seen_interval`, and sets the record's deadline from the
+    /// timeouts. Bookkeeping is not "modified" data (it never changes cookie decisions), but it
+    /// makes the session unsaved, so it reaches the store.
+    pub(crate) fn prepare_write(&mut self, config: &Config, now: OffsetDateTime) {
+        let persisted = self.is_persisted();
+        let will_save = persisted || self.unsaved || config.save_uninitialized;
+        let data = self.record.data();
+        let needs_created = config.absolute_timeout.is_some()
+            && will_save
+            && data
+                .get(META_KEY)
+                .and_then(|meta| meta.get("created"))
+                .is_none();
+        let needs_seen = persisted
+            && user_of(data).is_some()
+            && data
+                .get(META_KEY)
+                .and_then(|meta| meta.get("seen"))
+                .and_then(Value::as_i64)
+                .and_then(sesame_core::from_unix_millis)
+                .is_none_or(|seen| now - seen >= config.seen_interval());
+        if needs_created || needs_seen {
+            let mut meta = SessionMeta::from_data(data).unwrap_or_default();
+            if needs_created {
+                meta.created = Some(unix_millis(now));
+            }
+            if needs_seen {
+                meta.seen = Some(unix_millis(now));
+            }
+            self.record
+                .data_mut()
+                .insert(META_KEY.to_owned(), meta.to_value());
+            self.unsaved = true;
+            if !self.changed_keys.iter().any(|key| key == META_KEY) {
+                self.changed_keys.push(META_KEY.to_owned());
+            }
+        }
+        let deadline = config.deadline(&self.record, now);
+        self.record.cookie_mut().deadline = deadline;
+    }
+
+    /// The per-key patch of this request's changes. A logged-in session's patch also carries its
+    /// meta object, as its touch does: the patch moves the expiry, and a store whose user index
+    /// entries expire (Redis) moves the entry in the same round trip.
+    pub(crate) fn patch(&self) -> Patch {
+        let keys = self.changed_keys.iter().map(String::as_str);
+        let mut patch = Patch::from_changes(&self.record, keys);
+        if user_of(self.record.data()).is_some() {
+            if let Some(meta) = self.record.data().get(META_KEY) {
+                patch.set(META_KEY, meta.clone());
+            }
+        }
+        patch
+    }
+
+    /// What a touch sends to the store: the cookie state, plus the meta object of a logged-in
+    /// session so a store can keep its user index alive as long as the session.
+    pub(crate) fn touch_record(&self) -> Record {
+        let mut touch = Record::new(self.record.cookie().clone());
+        if user_of(self.record.data()).is_some() {
+            if let Some(meta) = self.record.data().get(META_KEY) {
+                touch.data_mut().insert(META_KEY.to_owned(), meta.clone());
+            }
+        }
+        touch
+    }
+
     /// Marks the record as written to the store under the current id.
     pub(crate) fn mark_saved(&mut self) {
         self.stored_id.clone_from(&self.id);
@@ -183,6 +255,22 @@ impl RequestSession {
             return Ok(self.fresh_state());
         };
         match self.config.store.load(&id).await {
+            Ok(Some(record))
+                if self
+                    .config
+                    .past_absolute_timeout(&record, sesame_core::now()) =>
+            {
+                // The store should have dropped it already (its deadline caps the expiry), unless
+                // another app (an Express app sharing the store) extended it: end it here.
+                tracing::debug!("session past its absolute timeout; destroying it");
+                if let Err(error) = self.config.store.destroy(&id).await {
+                    tracing::warn!(
+                        error = &error as &dyn std::error::Error,
+                        "could not destroy a session past its absolute timeout"
+                    );
+                }
+                Ok(self.fresh_state())
+            }
             Ok(Some(record)) => {
                 tracing::debug!("session loaded from the store");
                 Ok(State::loaded(id, record))
@@ -239,6 +327,23 @@ impl Session {
 
     fn store(&self) -> &crate::guard::GuardedStore {
         &self.request.config.store
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.request.config
+    }
+
+    pub(crate) fn with_record<T>(&self, read: impl FnOnce(&Record) -> T) -> T {
+        read(&self.lock().record)
+    }
+
+    /// The id the session's record is stored under this request (before hashing), if stored.
+    pub(crate) fn stored_session_id(&self) -> Option<SessionId> {
+        let state = self.lock();
+        state
+            .is_persisted()
+            .then(|| state.stored_id.clone())
+            .flatten()
     }
 
     /// The session's id. It changes on [`regenerate`](Self::regenerate), and a new session has its
@@ -326,28 +431,43 @@ impl Session {
         self.lock().record.data().contains_key(key)
     }
 
-    /// The keys that are set.
+    /// The keys the application set (sesame's own bookkeeping under
+    /// [`META_KEY`](sesame_core::META_KEY), such as the logged-in user, is not listed).
     pub fn keys(&self) -> Vec<String> {
-        self.lock().record.data().keys().cloned().collect()
+        self.lock()
+            .record
+            .data()
+            .keys()
+            .filter(|key| *key != META_KEY)
+            .cloned()
+            .collect()
     }
 
-    /// Whether the session holds no data.
+    /// Whether the session holds no data of the application (sesame's bookkeeping under
+    /// [`META_KEY`](sesame_core::META_KEY) does not count).
     pub fn is_empty(&self) -> bool {
-        self.lock().record.data().is_empty()
+        self.lock().record.data().keys().all(|key| key == META_KEY)
     }
 
-    /// A copy of all the session's data.
+    /// A copy of all the session's data, sesame's bookkeeping under
+    /// [`META_KEY`](sesame_core::META_KEY) included.
     pub fn data(&self) -> Map<String, Value> {
         self.lock().record.data().clone()
     }
 
-    /// Removes every key. The session itself (its id and cookie) stays; see
-    /// [`destroy`](Self::destroy) to end it.
+    /// Removes every key the application set. The session itself (its id, its cookie, and who is
+    /// logged in to it) stays; see [`destroy`](Self::destroy) to end it.
     pub fn clear(&self) {
         let mut state = self.lock();
-        let keys: Vec<String> = state.record.data().keys().cloned().collect();
-        state.record.data_mut().clear();
+        let keys: Vec<String> = state
+            .record
+            .data()
+            .keys()
+            .filter(|key| *key != META_KEY)
+            .cloned()
+            .collect();
         for key in keys {
+            state.record.data_mut().remove(&key);
             state.mark_changed(&key);
         }
     }
@@ -440,8 +560,8 @@ impl Session {
     pub async fn save(&self) -> Result<(), SessionError> {
         let (id, record, persisted, patch) = {
             let mut state = self.lock();
-            let keys = state.changed_keys.iter().map(String::as_str);
-            let patch = Patch::from_changes(&state.record, keys);
+            state.prepare_write(&self.request.config, sesame_core::now());
+            let patch = state.patch();
             let persisted = state.is_persisted();
             let id = state.id(&self.request.config);
             (id, state.record.clone(), persisted, patch)
