@@ -31,3 +31,6 @@ if [ -f .ci/redis-cluster.sh ]; then bash .ci/redis-cluster.sh start; fi
 
 # A MongoDB-wire server for sesame-mongodb's tests.
 if [ -f .ci/mongodb.sh ]; then bash .ci/mongodb.sh start; fi
+
+# Chromium and chromedriver for the login example's browser test.
+if [ -f .ci/browser.sh ]; then bash .ci/browser.sh; fi
