@@ -109,10 +109,11 @@ impl Config {
     }
 
     /// Whether `record`'s session is older than the absolute timeout at `now`.
-    pub(crate) fn past_absolute_timeout(&self, record: &Record, now: OffsetDateTime) -> bool {
+    pub(crate) fn past_absolute_timeout(&self, record: &Record) -> bool {
+        // The clock is read only when there is a timeout to check.
         self.absolute_timeout
             .zip(created(record))
-            .is_some_and(|(absolute, created)| created + absolute <= now)
+            .is_some_and(|(absolute, created)| created + absolute <= sesame_core::now())
     }
 
     /// Refuses a record over the configured size limit, before it reaches the store.
@@ -478,6 +479,8 @@ impl SessionLayerBuilder {
             unset: self.unset,
             cookie: self.cookie,
             store: GuardedStore {
+                #[cfg(feature = "memory")]
+                memory: store.downcast_ref::<sesame_memory::MemoryStore>().cloned(),
                 inner: store,
                 timeout: self.store_timeout,
                 id_hasher,

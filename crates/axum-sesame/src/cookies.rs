@@ -5,8 +5,7 @@ use std::fmt::Write as _;
 use http::header::{COOKIE, HeaderMap};
 use http::{HeaderValue, header::SET_COOKIE};
 use sesame_core::time::OffsetDateTime;
-use sesame_core::{CookieOptions, MAX_COOKIE_VALUE_LEN, SameSite, find_cookie_value};
-use time::macros::format_description;
+use sesame_core::{CookieOptions, MAX_COOKIE_VALUE_LEN, SameSite, find_raw_cookie_value};
 
 /// Largest `Cookie` header sesame scans. Browsers cap a cookie at 4 KiB and a header well below
 /// this; a larger header is not scanned at all, so an attacker cannot make us walk megabytes.
@@ -14,13 +13,12 @@ pub(crate) const MAX_COOKIE_HEADER_LEN: usize = 16 * 1024;
 
 /// The value of the first cookie called `name` in the request's `Cookie` headers, as
 /// `cookie.parse` finds it (first occurrence wins), without decoding or verifying it.
-pub(crate) fn find_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+pub(crate) fn find_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
     headers
         .get_all(COOKIE)
         .iter()
         .filter(|header| header.len() <= MAX_COOKIE_HEADER_LEN)
-        .filter_map(|header| header.to_str().ok())
-        .find_map(|header| find_cookie_value(header, name))
+        .find_map(|header| find_raw_cookie_value(header.as_bytes(), name))
         .filter(|value| value.len() <= MAX_COOKIE_VALUE_LEN)
 }
 
@@ -77,12 +75,14 @@ pub(crate) fn set_cookie(
         out.push_str("; Max-Age=0");
     }
     if let Some(domain) = options.domain_value() {
-        let _ = write!(out, "; Domain={domain}");
+        out.push_str("; Domain=");
+        out.push_str(domain);
     }
-    let _ = write!(out, "; Path={}", options.path_value());
+    out.push_str("; Path=");
+    out.push_str(options.path_value());
     if let Some(expires) = attributes.expires {
         out.push_str("; Expires=");
-        out.push_str(&http_date(expires));
+        push_http_date(&mut out, expires);
     }
     if options.http_only_value() {
         out.push_str("; HttpOnly");
@@ -109,19 +109,65 @@ pub(crate) fn append_set_cookie(headers: &mut HeaderMap, value: HeaderValue) {
     headers.append(SET_COOKIE, value);
 }
 
-/// An HTTP date as JavaScript's `Date.prototype.toUTCString` writes it.
-fn http_date(at: OffsetDateTime) -> String {
-    at.to_offset(sesame_core::time::UtcOffset::UTC)
-        .format(format_description!(
-            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-        ))
-        .unwrap_or_else(|_| "Thu, 01 Jan 1970 00:00:00 GMT".to_owned())
+/// Appends an HTTP date as JavaScript's `Date.prototype.toUTCString` writes it
+/// (`Tue, 24 Nov 2026 08:09:10 GMT`), digit by digit: a formatter with a parsed description costs
+/// more than the rest of the header, and this runs for every cookie with an expiry.
+fn push_http_date(out: &mut String, at: OffsetDateTime) {
+    const WEEKDAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let at = at.to_offset(sesame_core::time::UtcOffset::UTC);
+    let (year, month, day) = at.to_calendar_date();
+    let Ok(year) = u16::try_from(year) else {
+        // Before year 0: not a date a cookie can carry; the epoch expires it at once.
+        out.push_str("Thu, 01 Jan 1970 00:00:00 GMT");
+        return;
+    };
+    let (hour, minute, second) = at.to_hms();
+    let two = |out: &mut String, n: u8| {
+        out.push(char::from(b'0' + n / 10));
+        out.push(char::from(b'0' + n % 10));
+    };
+    out.push_str(WEEKDAYS[usize::from(at.weekday().number_days_from_monday())]);
+    out.push_str(", ");
+    two(out, day);
+    out.push(' ');
+    out.push_str(MONTHS[usize::from(u8::from(month) - 1)]);
+    out.push(' ');
+    for divisor in [1000, 100, 10, 1] {
+        out.push(char::from(b'0' + ((year / divisor) % 10) as u8));
+    }
+    out.push(' ');
+    two(out, hour);
+    out.push(':');
+    two(out, minute);
+    out.push(':');
+    two(out, second);
+    out.push_str(" GMT");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use sesame_core::{Priority, time::macros::datetime};
+
+    #[test]
+    fn http_dates_are_what_the_formatter_writes() {
+        let format = time::macros::format_description!(
+            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+        );
+        let mut at = datetime!(1970-01-01 00:00:00 UTC);
+        for _ in 0..2000 {
+            let mut pushed = String::new();
+            push_http_date(&mut pushed, at);
+            assert_eq!(pushed, at.format(format).unwrap());
+            at += time::Duration::seconds(123_456_789);
+        }
+        let mut pushed = String::new();
+        push_http_date(&mut pushed, datetime!(9999-12-31 23:59:59.999 UTC));
+        assert_eq!(pushed, "Fri, 31 Dec 9999 23:59:59 GMT");
+    }
 
     fn headers(values: &[&str]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -137,10 +183,13 @@ mod tests {
             "a=1; connect.sid=s%3Aabc.def; connect.sid=second",
             "connect.sid=third",
         ]);
-        assert_eq!(find_cookie(&h, "connect.sid"), Some("s%3Aabc.def"));
+        assert_eq!(
+            find_cookie(&h, "connect.sid"),
+            Some(b"s%3Aabc.def".as_slice())
+        );
         assert_eq!(
             find_cookie(&headers(&["x=1", "connect.sid=\"q\""]), "connect.sid"),
-            Some("q")
+            Some(b"q".as_slice())
         );
         assert_eq!(
             find_cookie(&headers(&["connect.sidx=1; xconnect.sid=2"]), "connect.sid"),

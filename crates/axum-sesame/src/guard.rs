@@ -17,6 +17,10 @@ use sesame_core::{
 /// Wraps the configured store.
 pub(crate) struct GuardedStore {
     pub(crate) inner: DynStore,
+    /// The same store when it is the memory store, called directly: a `DynStore` boxes every
+    /// call's future, which is most of what a memory store call costs.
+    #[cfg(feature = "memory")]
+    pub(crate) memory: Option<sesame_memory::MemoryStore>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) id_hasher: Option<IdHasher>,
     pub(crate) observer: Option<Arc<dyn StoreObserver>>,
@@ -77,26 +81,38 @@ impl GuardedStore {
     }
 }
 
+/// Calls `method` on the memory store directly when that is the store, else through the
+/// `DynStore`; bounded and observed either way.
+macro_rules! call {
+    ($self:ident, $op:expr, $method:ident($($arg:expr),*)) => {{
+        #[cfg(feature = "memory")]
+        if let Some(memory) = &$self.memory {
+            return $self.bounded($op, memory.$method($($arg),*)).await;
+        }
+        $self.bounded($op, $self.inner.$method($($arg),*)).await
+    }};
+}
+
 impl SessionStore for GuardedStore {
     async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
-        self.bounded(Op::Load, self.inner.load(&self.at_rest(id)))
-            .await
+        let id = self.at_rest(id);
+        call!(self, Op::Load, load(&id))
     }
     async fn save(&self, id: &SessionId, record: &Record) -> Result<()> {
-        self.bounded(Op::Save, self.inner.save(&self.at_rest(id), record))
-            .await
+        let id = self.at_rest(id);
+        call!(self, Op::Save, save(&id, record))
     }
     async fn create(&self, id: &SessionId, record: &Record) -> Result<()> {
-        self.bounded(Op::Create, self.inner.create(&self.at_rest(id), record))
-            .await
+        let id = self.at_rest(id);
+        call!(self, Op::Create, create(&id, record))
     }
     async fn destroy(&self, id: &SessionId) -> Result<()> {
-        self.bounded(Op::Destroy, self.inner.destroy(&self.at_rest(id)))
-            .await
+        let id = self.at_rest(id);
+        call!(self, Op::Destroy, destroy(&id))
     }
     async fn touch(&self, id: &SessionId, record: &Record) -> Result<()> {
-        self.bounded(Op::Touch, self.inner.touch(&self.at_rest(id), record))
-            .await
+        let id = self.at_rest(id);
+        call!(self, Op::Touch, touch(&id, record))
     }
     fn name(&self) -> &'static str {
         self.inner.name()
@@ -117,8 +133,8 @@ impl SessionStore for GuardedStore {
         self.bounded(Op::Listing, self.inner.clear()).await
     }
     async fn patch(&self, id: &SessionId, patch: &Patch) -> Result<bool> {
-        self.bounded(Op::Patch, self.inner.patch(&self.at_rest(id), patch))
-            .await
+        let id = self.at_rest(id);
+        call!(self, Op::Patch, patch(&id, patch))
     }
     async fn compare_and_swap(
         &self,
@@ -128,11 +144,11 @@ impl SessionStore for GuardedStore {
         new: Option<&Value>,
     ) -> Result<Swap> {
         let id = self.at_rest(id);
-        self.bounded(
+        call!(
+            self,
             Op::CompareAndSwap,
-            self.inner.compare_and_swap(&id, key, expected, new),
+            compare_and_swap(&id, key, expected, new)
         )
-        .await
     }
     /// The user's sessions under the ids the store keeps them by (hashed, with hashed ids).
     async fn user_sessions(&self, user: &str) -> Result<Vec<(SessionId, Record)>> {

@@ -43,8 +43,8 @@ use crate::error::{SessionError, SessionRejection};
 /// Clones share one session.
 #[derive(Clone)]
 pub struct Session {
+    /// The request's session; its state is loaded (a `Session` exists only once it is).
     request: Arc<RequestSession>,
-    state: Arc<Mutex<State>>,
 }
 
 /// How often [`Session::update`] retries under contention before giving up.
@@ -61,7 +61,7 @@ pub(crate) struct RequestSession {
     /// Whether the request came over https (directly, or through a trusted proxy).
     pub(crate) https: bool,
     /// Set when a handler first uses the session; unset means the handler never touched it.
-    pub(crate) state: OnceCell<Arc<Mutex<State>>>,
+    pub(crate) state: OnceCell<Mutex<State>>,
 }
 
 /// The session's state during one request.
@@ -233,19 +233,19 @@ impl RequestSession {
     /// Loads the session on first use: finds and verifies the cookie in `headers`, reads the
     /// store, or starts a new session. The cookie is looked for only now, so a request whose
     /// handler never uses the session never pays for parsing it.
-    async fn state(&self, headers: &HeaderMap) -> Result<Arc<Mutex<State>>, sesame_core::Error> {
+    async fn load_once(&self, headers: &HeaderMap) -> Result<(), sesame_core::Error> {
         self.state
             .get_or_try_init(|| async {
                 let cookie_value = find_cookie(headers, &self.config.name);
                 let mut state = self.load(cookie_value).await?;
                 state.client_sent_cookie = cookie_value.is_some();
-                Ok(Arc::new(Mutex::new(state)))
+                Ok(Mutex::new(state))
             })
             .await
-            .cloned()
+            .map(|_| ())
     }
 
-    async fn load(&self, cookie_value: Option<&str>) -> Result<State, sesame_core::Error> {
+    async fn load(&self, cookie_value: Option<&[u8]>) -> Result<State, sesame_core::Error> {
         let verified =
             cookie_value.and_then(|value| self.config.verified.verify(&self.config.keys, value));
         let Some(id) = verified else {
@@ -255,11 +255,7 @@ impl RequestSession {
             return Ok(self.fresh_state());
         };
         match self.config.store.load(&id).await {
-            Ok(Some(record))
-                if self
-                    .config
-                    .past_absolute_timeout(&record, sesame_core::now()) =>
-            {
+            Ok(Some(record)) if self.config.past_absolute_timeout(&record) => {
                 // The store should have dropped it already (its deadline caps the expiry), unless
                 // another app (an Express app sharing the store) extended it: end it here.
                 tracing::debug!("session past its absolute timeout; destroying it");
@@ -322,7 +318,13 @@ impl Session {
     fn lock(&self) -> MutexGuard<'_, State> {
         // No code path panics while holding this lock; if one ever did, the state is still
         // consistent field by field, so serve it rather than propagate the panic.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        #[allow(clippy::expect_used)] // an invariant of this type, not an input
+        let state = self
+            .request
+            .state
+            .get()
+            .expect("a Session exists only once its request's state is loaded");
+        state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn store(&self) -> &crate::guard::GuardedStore {
@@ -739,17 +741,17 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
             .get::<SessionHandle>()
             .cloned()
             .ok_or(SessionRejection::MissingLayer)?;
-        let state = request
-            .state(&parts.headers)
+        request
+            .load_once(&parts.headers)
             .await
             .map_err(SessionRejection::Load)?;
-        Ok(Self { request, state })
+        Ok(Self { request })
     }
 }
 
 impl RequestSession {
     /// The session state if a handler used the session during this request.
-    pub(crate) fn used_state(&self) -> Option<&Arc<Mutex<State>>> {
+    pub(crate) fn used_state(&self) -> Option<&Mutex<State>> {
         self.state.get()
     }
 }

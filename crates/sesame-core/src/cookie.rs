@@ -1,5 +1,6 @@
 //! Options of the session cookie (express-session's `cookie` option).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -134,8 +135,8 @@ pub enum Expiry {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CookieOptions {
-    path: String,
-    domain: Option<String>,
+    path: Arc<str>,
+    domain: Option<Arc<str>>,
     http_only: bool,
     secure: Secure,
     same_site: Option<SameSitePolicy>,
@@ -147,7 +148,7 @@ pub struct CookieOptions {
 impl Default for CookieOptions {
     fn default() -> Self {
         Self {
-            path: "/".to_owned(),
+            path: root_path(),
             domain: None,
             http_only: true,
             secure: Secure::Never,
@@ -163,14 +164,14 @@ impl CookieOptions {
     /// The `Path` attribute (default `/`).
     #[must_use]
     pub fn path(mut self, path: impl Into<String>) -> Self {
-        self.path = path.into();
+        self.path = Arc::from(path.into());
         self
     }
 
     /// The `Domain` attribute (default none: the cookie goes to the exact host only).
     #[must_use]
     pub fn domain(mut self, domain: impl Into<String>) -> Self {
-        self.domain = Some(domain.into());
+        self.domain = Some(Arc::from(domain.into()));
         self
     }
 
@@ -235,7 +236,7 @@ impl CookieOptions {
     #[must_use]
     pub fn host_prefixed(mut self) -> Self {
         self.secure = Secure::Always;
-        self.path = "/".to_owned();
+        self.path = root_path();
         self.domain = None;
         self
     }
@@ -307,7 +308,7 @@ impl CookieOptions {
                 _ => Some(self.is_secure(https)),
             },
             http_only: Some(self.http_only),
-            path: Some(self.path.clone()),
+            path: Some(Arc::clone(&self.path)),
             domain: self.domain.clone(),
             same_site: self.resolve_same_site(https),
             partitioned: self.partitioned.then_some(true),
@@ -321,6 +322,13 @@ impl CookieOptions {
         }
         state
     }
+}
+
+/// The path `/`, shared: every session's cookie state holds it, and cloning an `Arc` costs no
+/// allocation.
+pub(crate) fn root_path() -> Arc<str> {
+    static ROOT: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("/"));
+    Arc::clone(&ROOT)
 }
 
 #[cfg(test)]

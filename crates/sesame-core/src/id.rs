@@ -2,7 +2,7 @@
 
 use std::borrow::Borrow;
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -25,14 +25,23 @@ const GENERATED_ID_BYTES: usize = 24;
 /// generator, or a cookie set by an Express app) are accepted when they are 1 to
 /// [`MAX_ID_LEN`] bytes of visible ASCII, which is what a cookie value can carry.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(Box<str>);
+pub struct SessionId(Arc<str>);
 
 impl SessionId {
     /// Generates a new random id (192 bits from the system CSPRNG, base64url without padding).
     pub fn generate() -> Self {
         let mut bytes = [0u8; GENERATED_ID_BYTES];
         RANDOM_POOL.with(|pool| pool.borrow_mut().take(&mut bytes));
-        Self(URL_SAFE_NO_PAD.encode(bytes).into_boxed_str())
+        // 24 bytes are 32 base64 characters: encode on the stack, one allocation for the id.
+        let mut encoded = [0u8; 32];
+        match URL_SAFE_NO_PAD
+            .encode_slice(bytes, &mut encoded)
+            .ok()
+            .and_then(|len| std::str::from_utf8(&encoded[..len]).ok())
+        {
+            Some(id) => Self(Arc::from(id)),
+            None => Self(Arc::from(URL_SAFE_NO_PAD.encode(bytes))),
+        }
     }
 
     /// Accepts an id produced elsewhere (a custom generator, an Express app), checking its shape.
@@ -47,7 +56,7 @@ impl SessionId {
     /// An id sesame built itself from a known-good alphabet (base64url), skipping the check.
     pub(crate) fn from_trusted(id: String) -> Self {
         debug_assert!(is_valid_id(&id));
-        Self(id.into_boxed_str())
+        Self(Arc::from(id))
     }
 
     /// The id as a string slice.

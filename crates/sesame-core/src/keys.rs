@@ -178,7 +178,7 @@ impl KeyRing {
     /// percent-encoded); in private mode the id encrypted under the first secret (base64url).
     pub fn sign_cookie_value(&self, id: &SessionId) -> String {
         match &self.keys {
-            Keys::Signed(keys) => encode_uri_component(&sign_with(&keys[0], id)),
+            Keys::Signed(keys) => sign_encoded(&keys[0], id),
             Keys::Private(keys) => seal(&keys[0], id),
         }
     }
@@ -221,6 +221,32 @@ fn sign_with(key: &hmac::Key, id: &SessionId) -> String {
     out.push_str(id.as_str());
     out.push('.');
     STANDARD_NO_PAD.encode_string(tag.as_ref(), &mut out);
+    out
+}
+
+/// `encode_uri_component(sign_with(key, id))`, built in one pass: the prefix `s:` encodes to
+/// `s%3A`, a generated id is all unreserved characters, and only `+` and `/` of the signature's
+/// base64 need escaping. This runs for every new session and every rolling cookie.
+fn sign_encoded(key: &hmac::Key, id: &SessionId) -> String {
+    let tag = hmac::sign(key, id.as_str().as_bytes());
+    let mut signature = [0u8; 43];
+    let signature = match STANDARD_NO_PAD.encode_slice(tag.as_ref(), &mut signature) {
+        Ok(len) => &signature[..len],
+        // 32 bytes always fit 43 characters; should that ever change, take the general path.
+        Err(_) => return encode_uri_component(&sign_with(key, id)),
+    };
+    let mut out = String::with_capacity(4 + id.as_str().len() + 1 + signature.len() + 16);
+    out.push_str("s%3A");
+    push_uri_encoded(&mut out, id.as_str());
+    out.push('.');
+    for &byte in signature {
+        match byte {
+            b'+' => out.push_str("%2B"),
+            b'/' => out.push_str("%2F"),
+            // The rest of the standard base64 alphabet is unreserved.
+            _ => out.push(char::from(byte)),
+        }
+    }
     out
 }
 
@@ -355,63 +381,113 @@ pub enum KeyRingError {
 }
 
 /// The value of the first cookie called `name` in one `Cookie` header, as `cookie.parse` finds
-/// it (the first occurrence wins, one pair of surrounding double quotes is stripped), without
-/// decoding or verifying it. It borrows from the header and never allocates.
+/// it (the first occurrence wins, spaces and tabs around names and values are ignored, one pair
+/// of surrounding double quotes is stripped), without decoding or verifying it. It borrows from
+/// the header and never allocates.
 pub fn find_cookie_value<'h>(header: &'h str, name: &str) -> Option<&'h str> {
-    header.split(';').find_map(|pair| {
-        let (key, value) = pair.split_once('=')?;
-        if key.trim() != name {
+    // Every delimiter is ASCII, so the byte range found is on character boundaries.
+    let (start, end) = find_cookie_range(header.as_bytes(), name.as_bytes())?;
+    header.get(start..end)
+}
+
+/// [`find_cookie_value`] on a header's raw bytes (an `http::HeaderValue` may hold bytes that are
+/// not UTF-8): the value found, if it is valid UTF-8. Only the value is checked, not the whole
+/// header.
+pub fn find_cookie_value_in_bytes<'h>(header: &'h [u8], name: &str) -> Option<&'h str> {
+    std::str::from_utf8(find_raw_cookie_value(header, name)?).ok()
+}
+
+/// [`find_cookie_value`] on a header's raw bytes, returning the value's bytes unchecked (a cache
+/// of verified values can be consulted before spending time on UTF-8 validation).
+pub fn find_raw_cookie_value<'h>(header: &'h [u8], name: &str) -> Option<&'h [u8]> {
+    let (start, end) = find_cookie_range(header, name.as_bytes())?;
+    Some(&header[start..end])
+}
+
+/// The byte range of the value of the first `name=value` pair of `header`, with spaces and tabs
+/// around names and values ignored and one pair of double quotes stripped, as `cookie.parse`
+/// reads a header. It runs on every request that uses the session: `memchr` finds the
+/// delimiters a machine word or vector at a time.
+fn find_cookie_range(header: &[u8], name: &[u8]) -> Option<(usize, usize)> {
+    let mut pair_start = 0;
+    loop {
+        let pair_end =
+            memchr::memchr(b';', &header[pair_start..]).map_or(header.len(), |at| pair_start + at);
+        if let Some(eq) =
+            memchr::memchr(b'=', &header[pair_start..pair_end]).map(|at| pair_start + at)
+        {
+            let (key_start, key_end) = trim_blanks(header, pair_start, eq);
+            if &header[key_start..key_end] == name {
+                let (mut start, mut end) = trim_blanks(header, eq + 1, pair_end);
+                if end - start >= 2 && header[start] == b'"' && header[end - 1] == b'"' {
+                    start += 1;
+                    end -= 1;
+                }
+                return Some((start, end));
+            }
+        }
+        if pair_end >= header.len() {
             return None;
         }
-        let value = value.trim();
-        Some(
-            value
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .unwrap_or(value),
-        )
-    })
+        pair_start = pair_end + 1;
+    }
+}
+
+/// `start..end` of `bytes` without leading and trailing spaces and tabs.
+fn trim_blanks(bytes: &[u8], mut start: usize, mut end: usize) -> (usize, usize) {
+    let blank = |byte: u8| byte == b' ' || byte == b'\t';
+    while start < end && blank(bytes[start]) {
+        start += 1;
+    }
+    while end > start && blank(bytes[end - 1]) {
+        end -= 1;
+    }
+    (start, end)
 }
 
 /// Percent-encodes as JavaScript's `encodeURIComponent`, which `cookie.serialize` applies to
 /// values: everything but `A-Z a-z 0-9 - _ . ! ~ * ' ( )` is escaped.
 pub fn encode_uri_component(value: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    fn unreserved(byte: u8) -> bool {
-        byte.is_ascii_alphanumeric()
-            || matches!(
-                byte,
-                b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
-            )
-    }
     let mut out = String::with_capacity(value.len() + 8);
-    let mut rest = value;
-    // Copies each run of unreserved characters at once: a signed cookie value has only a few
-    // bytes to escape (`:`, and `+` `/` of its base64), so this is mostly one copy per run.
-    while let Some(at) = rest.bytes().position(|byte| !unreserved(byte)) {
-        out.push_str(&rest[..at]);
-        let byte = rest.as_bytes()[at];
-        out.push('%');
-        out.push(HEX[usize::from(byte >> 4)] as char);
-        out.push(HEX[usize::from(byte & 0xF)] as char);
-        // Every byte of a multi-byte character is escaped the same way, one at a time; slicing
-        // by bytes stays on char boundaries because only ASCII bytes are ever copied as text.
-        rest = match rest.get(at + 1..) {
-            Some(tail) => tail,
-            None => {
-                // `byte` started a multi-byte character: escape its continuation bytes too.
-                let char_len = rest[at..].chars().next().map_or(1, char::len_utf8);
-                for &continuation in &rest.as_bytes()[at + 1..at + char_len] {
-                    out.push('%');
-                    out.push(HEX[usize::from(continuation >> 4)] as char);
-                    out.push(HEX[usize::from(continuation & 0xF)] as char);
-                }
-                &rest[at + char_len..]
-            }
-        };
-    }
-    out.push_str(rest);
+    push_uri_encoded(&mut out, value);
     out
+}
+
+/// Whether `encodeURIComponent` leaves this byte as it is, by table lookup.
+const URI_UNRESERVED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        table[byte] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+            );
+        byte += 1;
+    }
+    table
+};
+
+/// Appends `value` percent-encoded as `encodeURIComponent` does (UTF-8 bytes of other characters
+/// escaped one by one), copying each run of unreserved characters at once.
+fn push_uri_encoded(out: &mut String, value: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let bytes = value.as_bytes();
+    let mut run_start = 0;
+    for (at, &byte) in bytes.iter().enumerate() {
+        if URI_UNRESERVED[usize::from(byte)] {
+            continue;
+        }
+        // Runs end only at escaped bytes, and every non-ASCII byte is escaped, so the run is
+        // whole characters.
+        out.push_str(value.get(run_start..at).unwrap_or_default());
+        out.push('%');
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0xF)]));
+        run_start = at + 1;
+    }
+    out.push_str(value.get(run_start..).unwrap_or_default());
 }
 
 /// Percent-decodes `value` into `buffer` (at least as long as `value`), as
@@ -484,6 +560,38 @@ pub fn decode_uri_component(value: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_one_pass_signed_value_is_the_encoded_signed_value() {
+        let keys = KeyRing::new(["a test secret that is at least 32 bytes long"]).unwrap();
+        let mut ids: Vec<SessionId> = (0..200).map(|_| SessionId::generate()).collect();
+        ids.push(SessionId::parse("custom:id+with/odd%chars!~*()'").unwrap());
+        for id in ids {
+            assert_eq!(
+                keys.sign_cookie_value(&id),
+                encode_uri_component(&keys.sign(&id))
+            );
+            assert_eq!(
+                keys.verify_cookie_value(&keys.sign_cookie_value(&id)),
+                Some(id)
+            );
+        }
+        assert_eq!(encode_uri_component("é:a b"), "%C3%A9%3Aa%20b");
+    }
+
+    #[test]
+    fn finds_cookies_as_cookie_parse_does() {
+        let header = "a=1;connect.sid = \"s%3Aid.sig\"\t; connect.sid=later; b=2";
+        assert_eq!(find_cookie_value(header, "connect.sid"), Some("s%3Aid.sig"));
+        assert_eq!(find_cookie_value(header, "b"), Some("2"));
+        assert_eq!(find_cookie_value(header, "missing"), None);
+        assert_eq!(find_cookie_value("novalue; x", "x"), None);
+        assert_eq!(find_cookie_value("x=", "x"), Some(""));
+        // Raw header bytes: only the value found must be UTF-8.
+        let raw = b"junk=\xff\xfe; sid=abc";
+        assert_eq!(find_cookie_value_in_bytes(raw, "sid"), Some("abc"));
+        assert_eq!(find_cookie_value_in_bytes(raw, "junk"), None);
+    }
 
     const OLD: &str = "an old secret of at least 32 bytes!!";
     const NEW: &str = "the new secret, also 32 bytes or more";

@@ -30,7 +30,8 @@ pub use error::{BoxError, Error, Result};
 pub use id::{InvalidSessionId, MAX_ID_LEN, SessionId, random_secret};
 pub use keys::{
     IdHasher, KeyRing, KeyRingBuilder, KeyRingError, MAX_COOKIE_VALUE_LEN, MIN_SECRET_LEN,
-    decode_uri_component, encode_uri_component, find_cookie_value,
+    decode_uri_component, encode_uri_component, find_cookie_value, find_cookie_value_in_bytes,
+    find_raw_cookie_value,
 };
 pub use meta::{META_KEY, SessionMeta, from_unix_millis, unix_millis, user_of};
 pub use observe::{OperationSnapshot, StoreEvent, StoreMetrics, StoreObserver, StoreOperation};
@@ -49,7 +50,7 @@ pub fn now() -> time::OffsetDateTime {
     use std::time::{SystemTime, UNIX_EPOCH};
 
     thread_local! {
-        static LAST: Cell<Option<(i128, time::OffsetDateTime)>> = const { Cell::new(None) };
+        static LAST: Cell<Option<(u64, time::OffsetDateTime)>> = const { Cell::new(None) };
     }
     let Ok(since_epoch) = SystemTime::now().duration_since(UNIX_EPOCH) else {
         // A clock set before 1970: no caching, just the truncated time.
@@ -58,12 +59,17 @@ pub fn now() -> time::OffsetDateTime {
             .replace_nanosecond(now.nanosecond() / 1_000_000 * 1_000_000)
             .unwrap_or(now);
     };
-    let millis = since_epoch.as_millis() as i128;
+    // Milliseconds in u64 arithmetic (`as_millis` divides a u128, which costs more than the rest).
+    let millis = since_epoch
+        .as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(since_epoch.subsec_millis()));
     LAST.with(|last| match last.get() {
         Some((at, time)) if at == millis => time,
         _ => {
-            let time = time::OffsetDateTime::from_unix_timestamp_nanos(millis * 1_000_000)
-                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+            let time =
+                time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+                    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
             last.set(Some((millis, time)));
             time
         }

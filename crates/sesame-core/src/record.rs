@@ -1,5 +1,6 @@
 //! The stored form of a session: express-session's JSON record.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::Error as _;
@@ -31,17 +32,25 @@ pub const COOKIE_KEY: &str = "cookie";
 /// );
 /// assert_eq!(Record::from_json(json.as_bytes()).unwrap(), record);
 /// ```
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Record {
-    data: Map<String, Value>,
+    /// Shared until written: a store hands out copies of its records (every load), and most
+    /// requests only read the data, so a copy costs a reference count, not a deep clone.
+    data: Arc<Map<String, Value>>,
     cookie: CookieState,
+}
+
+impl Default for Record {
+    fn default() -> Self {
+        Self::new(CookieState::default())
+    }
 }
 
 impl Record {
     /// A record with no data and the given cookie state.
     pub fn new(cookie: CookieState) -> Self {
         Self {
-            data: Map::new(),
+            data: empty_data(),
             cookie,
         }
     }
@@ -50,7 +59,10 @@ impl Record {
     /// belongs to the cookie state in express-session's format.
     pub fn from_parts(mut data: Map<String, Value>, cookie: CookieState) -> Self {
         data.remove(COOKIE_KEY);
-        Self { data, cookie }
+        Self {
+            data: Arc::new(data),
+            cookie,
+        }
     }
 
     /// The session's data: every key except `cookie`.
@@ -61,7 +73,7 @@ impl Record {
     /// Mutable access to the session's data. Callers must not insert a `cookie` key; it would be
     /// shadowed by the cookie state when serialized.
     pub fn data_mut(&mut self) -> &mut Map<String, Value> {
-        &mut self.data
+        Arc::make_mut(&mut self.data)
     }
 
     /// The cookie state kept with the record.
@@ -76,7 +88,7 @@ impl Record {
 
     /// Splits the record into its data and cookie state.
     pub fn into_parts(self) -> (Map<String, Value>, CookieState) {
-        (self.data, self.cookie)
+        (Arc::unwrap_or_clone(self.data), self.cookie)
     }
 
     /// When the record expires in the store: see [`CookieState::store_expiry`].
@@ -147,8 +159,19 @@ impl Record {
             }
             None => return Err(serde_json::Error::missing_field(COOKIE_KEY)),
         };
-        Ok(Self { data: map, cookie })
+        Ok(Self {
+            data: Arc::new(map),
+            cookie,
+        })
     }
+}
+
+/// No data, shared: a new record (and every touch) starts from it without allocating; the first
+/// write gives the record its own map.
+fn empty_data() -> Arc<Map<String, Value>> {
+    static EMPTY: std::sync::LazyLock<Arc<Map<String, Value>>> =
+        std::sync::LazyLock::new(Arc::default);
+    Arc::clone(&EMPTY)
 }
 
 fn json_kind(value: &Value) -> &'static str {
@@ -165,7 +188,7 @@ fn json_kind(value: &Value) -> &'static str {
 impl Serialize for Record {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.data.len() + 1))?;
-        for (key, value) in &self.data {
+        for (key, value) in self.data.iter() {
             if key != COOKIE_KEY {
                 map.serialize_entry(key, value)?;
             }
@@ -205,10 +228,10 @@ pub struct CookieState {
     pub http_only: Option<bool>,
     /// The cookie's `Path` attribute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
+    pub path: Option<Arc<str>>,
     /// The cookie's `Domain` attribute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub domain: Option<String>,
+    pub domain: Option<Arc<str>>,
     /// The cookie's `SameSite` attribute.
     #[serde(
         default,
@@ -240,7 +263,7 @@ impl Default for CookieState {
             expires: None,
             secure: None,
             http_only: Some(true),
-            path: Some("/".to_owned()),
+            path: Some(crate::cookie::root_path()),
             domain: None,
             same_site: None,
             partitioned: None,

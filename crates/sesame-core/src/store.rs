@@ -238,6 +238,7 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The object-safe twin of [`SessionStore`], implemented for every store; [`DynStore`] wraps it.
 trait ErasedStore: Send + Sync + 'static {
+    fn as_any(&self) -> &dyn std::any::Any;
     fn load<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<Option<Record>>>;
     fn save<'a>(&'a self, id: &'a SessionId, record: &'a Record) -> BoxFuture<'a, Result<()>>;
     fn create<'a>(&'a self, id: &'a SessionId, record: &'a Record) -> BoxFuture<'a, Result<()>>;
@@ -264,6 +265,9 @@ trait ErasedStore: Send + Sync + 'static {
 }
 
 impl<S: SessionStore> ErasedStore for S {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
     fn load<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<Option<Record>>> {
         Box::pin(SessionStore::load(self, id))
     }
@@ -332,9 +336,18 @@ impl<S: SessionStore> ErasedStore for S {
 pub struct DynStore(Arc<dyn ErasedStore>);
 
 impl DynStore {
-    /// Wraps a store.
+    /// Wraps a store. Wrapping a `DynStore` again returns it as it is.
     pub fn new(store: impl SessionStore) -> Self {
+        if let Some(already) = (&store as &dyn std::any::Any).downcast_ref::<Self>() {
+            return already.clone();
+        }
         Self(Arc::new(store))
+    }
+
+    /// The store inside, if it is an `S`: lets a layer call a store it knows (the memory store)
+    /// directly, without a boxed future per call.
+    pub fn downcast_ref<S: SessionStore>(&self) -> Option<&S> {
+        self.0.as_any().downcast_ref()
     }
 }
 

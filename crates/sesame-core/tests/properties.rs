@@ -407,8 +407,8 @@ fn cookie_state() -> impl Strategy<Value = CookieState> {
                 });
                 cookie.secure = secure;
                 cookie.http_only = http_only;
-                cookie.path = path;
-                cookie.domain = domain;
+                cookie.path = path.map(Into::into);
+                cookie.domain = domain.map(Into::into);
                 cookie.same_site = same_site;
                 cookie.partitioned = partitioned;
                 cookie.priority = priority;

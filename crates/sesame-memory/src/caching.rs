@@ -54,11 +54,12 @@ struct Cache {
     shards: Box<[Mutex<Shard>]>,
     ttl: Duration,
     per_shard: usize,
+    hasher: crate::FastHasher,
 }
 
 #[derive(Default)]
 struct Shard {
-    entries: HashMap<SessionId, Cached>,
+    entries: HashMap<SessionId, Cached, crate::FastHasher>,
     /// Bumped by every write to this shard: a load that started before a write must not cache
     /// what it read, which may predate the write.
     generation: u64,
@@ -141,6 +142,7 @@ impl CachingStoreBuilder {
                 shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
                 ttl: self.ttl,
                 per_shard: self.capacity.div_ceil(SHARDS),
+                hasher: crate::FastHasher::default(),
             }),
         }
     }
@@ -154,7 +156,7 @@ fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 
 impl Cache {
     fn shard(&self, id: &SessionId) -> &Mutex<Shard> {
-        &self.shards[crate::shard_index(id.as_str(), SHARDS)]
+        &self.shards[crate::shard_index(&self.hasher, id, SHARDS)]
     }
 
     /// A fresh, unexpired cached record.
@@ -210,6 +212,17 @@ impl Cache {
         }
     }
 
+    /// Moves a cached record's expiry to `cookie`'s, as the store's touch did.
+    fn touch(&self, id: &SessionId, cookie: &sesame_core::CookieState) {
+        let mut shard = lock(self.shard(id));
+        if let Some(cached) = shard.entries.get_mut(id) {
+            let stored = cached.record.cookie_mut();
+            stored.expires = cookie.expires;
+            stored.original_max_age = cookie.original_max_age;
+            stored.deadline = cookie.deadline;
+        }
+    }
+
     fn invalidate(&self, id: &SessionId) {
         let mut shard = lock(self.shard(id));
         shard.generation += 1;
@@ -261,9 +274,19 @@ impl<S: SessionStore> SessionStore for CachingStore<S> {
     }
 
     async fn touch(&self, id: &SessionId, record: &Record) -> Result<()> {
-        // The cached copy would keep the old expiry; drop it rather than guess the stored data.
-        self.cache.invalidate(id);
-        self.inner.touch(id, record).await
+        // A touch moves the expiry only: once the store took it, the cached copy gets the new
+        // expiry too and keeps serving (dropping it would make every read of an unmodified
+        // session a miss). Its freshness deadline is not extended.
+        match self.inner.touch(id, record).await {
+            Ok(()) => {
+                self.cache.touch(id, record.cookie());
+                Ok(())
+            }
+            Err(error) => {
+                self.cache.invalidate(id);
+                Err(error)
+            }
+        }
     }
 
     fn name(&self) -> &'static str {
@@ -351,6 +374,24 @@ mod tests {
             Some(record(2)),
             "stale: reloaded"
         );
+    }
+
+    #[tokio::test]
+    async fn a_touch_keeps_the_cached_copy_with_the_new_expiry() {
+        let backing = MemoryStore::new();
+        let store = CachingStore::new(backing.clone());
+        let id = SessionId::generate();
+        store.save(&id, &record(1)).await.unwrap();
+        let mut touched = Record::new(CookieState::default());
+        touched
+            .cookie_mut()
+            .set_max_age(sesame_core::now(), Some(Duration::from_secs(60)));
+        store.touch(&id, &touched).await.unwrap();
+        // Behind the cache's back: a hit serves the cached data, with the touched expiry.
+        backing.save(&id, &record(2)).await.unwrap();
+        let loaded = store.load(&id).await.unwrap().unwrap();
+        assert_eq!(loaded.data(), record(1).data(), "served from the cache");
+        assert_eq!(loaded.cookie().expires, touched.cookie().expires);
     }
 
     #[tokio::test]

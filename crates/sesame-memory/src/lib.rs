@@ -28,6 +28,7 @@ mod caching;
 pub use caching::{CachingStore, CachingStoreBuilder, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL};
 
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Duration;
@@ -56,7 +57,9 @@ pub struct MemoryStore {
 }
 
 struct Inner {
-    shards: Box<[RwLock<HashMap<SessionId, Entry>>]>,
+    shards: Box<[RwLock<Shard>]>,
+    /// Picks an id's shard; each shard's map hashes with a clone of it.
+    hasher: FastHasher,
     default_ttl: Duration,
     sweep_interval: Option<Duration>,
     /// Set once the sweeper task has been spawned. It is spawned on first use rather than at
@@ -94,16 +97,16 @@ impl MemoryStore {
         sweep(&self.inner).await
     }
 
-    fn shard(&self, id: &SessionId) -> &RwLock<HashMap<SessionId, Entry>> {
-        &self.inner.shards[shard_index(id.as_str(), self.inner.shards.len())]
+    fn shard(&self, id: &SessionId) -> &RwLock<Shard> {
+        &self.inner.shards[shard_index(&self.inner.hasher, id, self.inner.shards.len())]
     }
 
-    fn read(&self, id: &SessionId) -> RwLockReadGuard<'_, HashMap<SessionId, Entry>> {
+    fn read(&self, id: &SessionId) -> RwLockReadGuard<'_, Shard> {
         self.start_sweeper();
         read_lock(self.shard(id))
     }
 
-    fn write(&self, id: &SessionId) -> RwLockWriteGuard<'_, HashMap<SessionId, Entry>> {
+    fn write(&self, id: &SessionId) -> RwLockWriteGuard<'_, Shard> {
         self.start_sweeper();
         write_lock(self.shard(id))
     }
@@ -224,9 +227,13 @@ impl MemoryStoreBuilder {
 
     /// The store.
     pub fn build(self) -> MemoryStore {
+        let hasher = FastHasher::default();
         MemoryStore {
             inner: Arc::new(Inner {
-                shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+                shards: (0..SHARDS)
+                    .map(|_| RwLock::new(Shard::with_hasher(hasher.clone())))
+                    .collect(),
+                hasher,
                 default_ttl: self.default_ttl,
                 sweep_interval: self.sweep_interval.filter(|interval| !interval.is_zero()),
                 sweeper_started: AtomicBool::new(false),
@@ -236,15 +243,18 @@ impl MemoryStoreBuilder {
     }
 }
 
-/// Picks a shard with FNV-1a: cheap, and good enough to spread ids. The maps inside the shards
-/// keep std's randomly keyed SipHash, which is what protects them from crafted collisions.
-fn shard_index(id: &str, shards: usize) -> usize {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in id.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (hash % shards as u64) as usize
+/// The hasher of the maps: foldhash, several times faster than std's SipHash on short keys, and
+/// seeded at random per store, so crafted ids cannot be made to collide (ids are random anyway,
+/// unless a custom `genid` makes them predictable).
+type FastHasher = foldhash::fast::RandomState;
+
+/// One shard: ids to entries.
+type Shard = HashMap<SessionId, Entry, FastHasher>;
+
+/// Picks `id`'s shard from the middle bits of its hash (the map inside uses the low and the top
+/// bits).
+fn shard_index(hasher: &FastHasher, id: &SessionId, shards: usize) -> usize {
+    ((hasher.hash_one(id) >> 32) % shards as u64) as usize
 }
 
 fn unindex(users: &mut HashMap<String, HashSet<SessionId>>, user: &str, id: &SessionId) {
@@ -256,31 +266,58 @@ fn unindex(users: &mut HashMap<String, HashSet<SessionId>>, user: &str, id: &Ses
     }
 }
 
+/// The most expired entries one hold of a shard's write lock removes: a sweep of a million
+/// expired sessions must not stall the requests that need the same shard.
+const SWEEP_BATCH: usize = 128;
+
+/// Removes the expired entries, a shard at a time, without long lock holds: expired ids are found
+/// under the read lock (requests on the shard go on reading meanwhile), removed in small batches
+/// under the write lock, and freed after the lock is released. Tables that emptied out shrink.
 async fn sweep(inner: &Inner) -> usize {
     let mut removed = 0;
     for shard in inner.shards.iter() {
         let now = sesame_core::now();
-        {
-            let mut map = write_lock(shard);
-            let before = map.len();
-            let mut expired_of_users = Vec::new();
-            map.retain(|id, entry| {
-                let live = entry.expires_at > now;
-                if let (false, Some(user)) = (live, entry.record.user()) {
-                    expired_of_users.push((user.to_owned(), id.clone()));
+        let expired: Vec<SessionId> = read_lock(shard)
+            .iter()
+            .filter(|(_, entry)| entry.expires_at <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for batch in expired.chunks(SWEEP_BATCH) {
+            let mut dead = Vec::with_capacity(batch.len());
+            {
+                let mut map = write_lock(shard);
+                let mut expired_of_users = Vec::new();
+                for id in batch {
+                    // A write may have renewed the session since the scan.
+                    if map.get(id).is_none_or(|entry| entry.expires_at > now) {
+                        continue;
+                    }
+                    if let Some(entry) = map.remove(id) {
+                        if let Some(user) = entry.record.user() {
+                            expired_of_users.push((user.to_owned(), id.clone()));
+                        }
+                        dead.push(entry);
+                    }
                 }
-                live
-            });
-            if !expired_of_users.is_empty() {
-                let mut users = write_lock(&inner.users);
-                for (user, id) in &expired_of_users {
-                    unindex(&mut users, user, id);
+                if !expired_of_users.is_empty() {
+                    // Under the shard's lock, as every index change (shard, then users).
+                    let mut users = write_lock(&inner.users);
+                    for (user, id) in &expired_of_users {
+                        unindex(&mut users, user, id);
+                    }
+                }
+                // Give memory back once a table is mostly empty (a burst of sessions expired).
+                if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+                    let keep = map.len() * 2;
+                    map.shrink_to(keep);
                 }
             }
-            removed += before - map.len();
+            removed += dead.len();
+            // The records are freed here, outside the lock.
+            drop(dead);
+            // Let requests waiting on this shard (and other tasks) run between batches.
+            tokio::task::yield_now().await;
         }
-        // Let requests waiting on this shard's lock (and other tasks) run between shards.
-        tokio::task::yield_now().await;
     }
     removed
 }
@@ -353,7 +390,12 @@ impl SessionStore for MemoryStore {
         let expires_at = record.expiry(now, self.inner.default_ttl);
         let mut map = self.write(id);
         if let Some(entry) = map.get_mut(id).filter(|entry| entry.expires_at > now) {
-            *entry.record.cookie_mut() = record.cookie().clone();
+            // A touch moves the expiry only: copy the expiry fields, not the whole cookie state.
+            let stored = entry.record.cookie_mut();
+            let touched = record.cookie();
+            stored.expires = touched.expires;
+            stored.original_max_age = touched.original_max_age;
+            stored.deadline = touched.deadline;
             entry.expires_at = expires_at;
         }
         Ok(())
@@ -545,12 +587,49 @@ mod tests {
     #[test]
     fn generated_ids_spread_over_the_shards() {
         let mut counts = [0usize; SHARDS];
+        let hasher = FastHasher::default();
         for _ in 0..SHARDS * 100 {
-            counts[shard_index(SessionId::generate().as_str(), SHARDS)] += 1;
+            counts[shard_index(&hasher, &SessionId::generate(), SHARDS)] += 1;
         }
         assert!(
             counts.iter().all(|&n| (40..=180).contains(&n)),
             "{counts:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_large_sweep_removes_in_batches_keeps_the_live_and_gives_memory_back() {
+        let store = MemoryStore::builder().no_sweeping().build();
+        let mut short = Record::default();
+        short
+            .cookie_mut()
+            .set_max_age(sesame_core::now(), Some(Duration::from_millis(1000)));
+        for _ in 0..SHARDS * 400 {
+            store.save(&SessionId::generate(), &short).await.unwrap();
+        }
+        let saved = store.len().await.unwrap();
+        assert!(saved > SHARDS * 100, "{saved} saved before they expired");
+        let live = SessionId::generate();
+        let mut long = Record::default();
+        long.cookie_mut()
+            .set_max_age(sesame_core::now(), Some(Duration::from_secs(3600)));
+        store.save(&live, &long).await.unwrap();
+        let capacity = |store: &MemoryStore| -> usize {
+            store
+                .inner
+                .shards
+                .iter()
+                .map(|shard| read_lock(shard).capacity())
+                .sum()
+        };
+        let before = capacity(&store);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(store.sweep().await, saved);
+        assert!(store.load(&live).await.unwrap().is_some());
+        assert!(
+            capacity(&store) < before / 4,
+            "emptied tables shrink: {before} slots before, {} after",
+            capacity(&store)
         );
     }
 
