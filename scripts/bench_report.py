@@ -2,10 +2,14 @@
 """Turns criterion's results into the README's benchmark table and an SVG chart.
 
 Run after `cargo bench -p sesame-bench`:
-    python3 scripts/bench_report.py [--svg docs/bench.svg]
+    python3 scripts/bench_report.py [--svg docs/bench.svg] [--redis-svg docs/bench-redis.svg]
 Reads target/criterion/<store>_<scenario>/<implementation>/new/estimates.json (the median), prints
 a Markdown table of ns/request with each implementation's ratio to raw axum and its extra cost
-over raw, and writes a grouped bar chart. Standard library only.
+over raw, and writes a grouped bar chart; for each store that has results (memory, from
+`--bench layer`; redis, from `--bench redis`). From the Redis bench it also prints the round trips
+per request (target/criterion/redis-round-trips.json), the write throughput of sesame and
+tower-sessions (throughput_write) and the CachingStore hit path against Redis alone
+(caching_read). Standard library only.
 """
 import argparse
 import json
@@ -28,11 +32,15 @@ def load(root, store):
     return results
 
 
-def table(store, results):
-    lines = [
-        f"| {store} | raw axum (ns) | sesame (ns) | ×raw | tower-sessions (ns) | ×raw | sesame extra / tower-sessions extra |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
+def table(store, results, trips=None):
+    """The Markdown table; with `trips` (round trips per request, by implementation and
+    scenario), a column of round trips for sesame and for tower-sessions."""
+    head = f"| {store} | raw axum (ns) | sesame (ns) | ×raw | tower-sessions (ns) | ×raw | sesame extra / tower-sessions extra |"
+    rule = "|---|---:|---:|---:|---:|---:|---:|"
+    if trips:
+        head += " round trips sesame / tower-sessions |"
+        rule += "---:|"
+    lines = [head, rule]
     for scenario in SCENARIOS:
         raw = results.get((scenario, "raw"))
         ses = results.get((scenario, "sesame"))
@@ -40,10 +48,72 @@ def table(store, results):
         if None in (raw, ses, tow):
             continue
         extra = (ses - raw) / (tow - raw) if tow > raw else float("nan")
-        lines.append(
-            f"| {scenario} | {raw:.0f} | {ses:.0f} | {ses / raw:.2f} | {tow:.0f} | {tow / raw:.2f} | {extra:.2f} |"
-        )
+        line = f"| {scenario} | {raw:.0f} | {ses:.0f} | {ses / raw:.2f} | {tow:.0f} | {tow / raw:.2f} | {extra:.2f} |"
+        if trips:
+            line += f" {count(trips, 'sesame', scenario)} / {count(trips, 'tower-sessions', scenario)} |"
+        lines.append(line)
     return "\n".join(lines)
+
+
+def count(trips, impl, scenario):
+    value = trips.get(impl, {}).get(scenario)
+    return "?" if value is None else f"{value:g}"
+
+
+def median(root, group, impl):
+    """The median of a criterion benchmark in ns per iteration, or None."""
+    path = os.path.join(root, group, impl, "new", "estimates.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)["median"]["point_estimate"]
+
+
+def elements(root, group, impl):
+    """The elements (requests) per iteration a criterion benchmark declared, or None."""
+    path = os.path.join(root, group, impl, "new", "benchmark.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        throughput = json.load(f).get("throughput") or {}
+    return throughput.get("Elements")
+
+
+def redis_extras(root):
+    """The Markdown tables of the Redis bench beyond the per-scenario one: write throughput and
+    the CachingStore hit path."""
+    out = []
+    rates = {}
+    for impl in ["sesame", "tower-sessions"]:
+        ns, n = median(root, "throughput_write", impl), elements(root, "throughput_write", impl)
+        if ns and n:
+            rates[impl] = n / (ns / 1e9)
+    if rates:
+        lines = [
+            "| write throughput, Redis, 64 concurrent writers | requests/s |",
+            "|---|---:|",
+        ]
+        for impl, rate in rates.items():
+            lines.append(f"| {impl} | {rate:,.0f} |")
+        if len(rates) == 2:
+            lines.append(
+                f"| sesame / tower-sessions | {rates['sesame'] / rates['tower-sessions']:.2f}× (target ≥ 1.8×) |"
+            )
+        out.append("\n".join(lines))
+    redis = median(root, "caching_read", "redis")
+    cached = median(root, "caching_read", "cached-redis")
+    if redis and cached:
+        out.append(
+            "\n".join(
+                [
+                    "| read, sesame on | ns/request |",
+                    "|---|---:|",
+                    f"| RedisStore | {redis:.0f} |",
+                    f"| CachingStore in front of RedisStore (hit) | {cached:.0f} ({redis / cached:.1f}× faster) |",
+                ]
+            )
+        )
+    return out
 
 
 def svg(results, title):
@@ -83,14 +153,32 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--criterion", default="target/criterion")
     parser.add_argument("--svg", default="docs/bench.svg")
+    parser.add_argument("--redis-svg", default="docs/bench-redis.svg")
     args = parser.parse_args()
     results = load(args.criterion, "memory")
-    if not results:
-        sys.exit(f"no results under {args.criterion}/memory: run `cargo bench -p sesame-bench` first")
-    print(table("memory store", results))
-    with open(args.svg, "w") as f:
-        f.write(svg(results, "Cost per request, memory store: raw axum vs sesame vs tower-sessions"))
-    print(f"\nwrote {args.svg}")
+    redis = load(args.criterion, "redis")
+    extras = redis_extras(args.criterion)
+    if not results and not redis and not extras:
+        sys.exit(f"no results under {args.criterion}: run `cargo bench -p sesame-bench` first")
+    if results:
+        print(table("memory store", results))
+        with open(args.svg, "w") as f:
+            f.write(svg(results, "Cost per request, memory store: raw axum vs sesame vs tower-sessions"))
+        print(f"\nwrote {args.svg}")
+    if redis:
+        trips = None
+        trips_path = os.path.join(args.criterion, "redis-round-trips.json")
+        if os.path.exists(trips_path):
+            with open(trips_path) as f:
+                trips = json.load(f)
+        print()
+        print(table("Redis", redis, trips))
+        with open(args.redis_svg, "w") as f:
+            f.write(svg(redis, "Cost per request, Redis: raw axum vs sesame vs tower-sessions"))
+        print(f"\nwrote {args.redis_svg}")
+    for extra in extras:
+        print()
+        print(extra)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,15 @@ fn layers(c: &mut Criterion) {
     for scenario in SCENARIOS {
         let mut group = c.benchmark_group(format!("memory/{scenario}"));
         let path = format!("/{scenario}");
-        bench_one(&mut group, &runtime, "raw", &raw, &path, scenario, "none");
+        bench_one(
+            &mut group,
+            &runtime,
+            "raw",
+            &raw,
+            &path,
+            scenario,
+            "connect.sid",
+        );
         bench_one(
             &mut group,
             &runtime,

@@ -99,39 +99,10 @@ pub fn sesame_memory_app() -> impl App {
 
 /// tower-sessions with its memory store, the same handlers.
 pub fn tower_sessions_app() -> impl App {
-    use tower_sessions::{MemoryStore, Session, SessionManagerLayer};
-    let router = Router::new()
-        .route("/none", get(|| async { "ok" }))
-        .route(
-            "/read",
-            get(|s: Session| async move {
-                format!("n={}", s.get::<u64>("n").await.ok().flatten().unwrap_or(0))
-            }),
-        )
-        .route(
-            "/write",
-            get(|s: Session| async move {
-                let n = s.get::<u64>("n").await.ok().flatten().unwrap_or(0) + 1;
-                let _ = s.insert("n", n).await;
-                format!("n={n}")
-            }),
-        )
-        .route(
-            "/new",
-            get(|s: Session| async move {
-                let _ = s.insert("n", 1u64).await;
-                "n=1"
-            }),
-        )
-        .route(
-            "/bad-cookie",
-            get(|s: Session| async move {
-                format!("n={}", s.get::<u64>("n").await.ok().flatten().unwrap_or(0))
-            }),
-        );
+    use tower_sessions::{MemoryStore, SessionManagerLayer};
     SessionManagerLayer::new(MemoryStore::default())
         .with_secure(false)
-        .layer(router)
+        .layer(tower_sessions_router::<tower_sessions::Session>())
 }
 
 /// A GET request with an optional `Cookie` header.
@@ -161,13 +132,81 @@ pub async fn send<A: App>(app: &A, path: &str, cookie: Option<&str>) -> Option<S
 }
 
 /// The cookie each scenario sends: a live session's for none/read/write, none for new, a forged
-/// one for bad-cookie.
+/// one for bad-cookie. Raw axum sets no cookie; it gets one of the same shape, so every
+/// implementation parses the same request and the floor is the floor for that request.
 pub async fn scenario_cookie<A: App>(app: &A, scenario: &str, name: &str) -> Option<String> {
+    let forged = || {
+        format!(
+            "{name}=s%3AforgedForgedForgedForgedForged12.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+        )
+    };
     match scenario {
         "new" => None,
-        "bad-cookie" => Some(format!(
-            "{name}=s%3AforgedForgedForgedForgedForged12.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
-        )),
-        _ => send(app, "/write", None).await,
+        "bad-cookie" => Some(forged()),
+        _ => Some(send(app, "/write", None).await.unwrap_or_else(forged)),
     }
 }
+
+/// The session of a tower-sessions version, as the handlers use it: 0.15 on the memory store, and
+/// 0.14 on Redis (the version `tower-sessions-redis-store` is released for), with the same API.
+pub trait TowerSessionsSession:
+    axum::extract::FromRequestParts<(), Rejection: axum::response::IntoResponse>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+    /// The counter `n`, 0 when absent or unreadable.
+    fn n(&self) -> impl Future<Output = u64> + Send;
+    /// Sets the counter `n`, ignoring errors (as the other implementations' handlers do).
+    fn set_n(&self, n: u64) -> impl Future<Output = ()> + Send;
+}
+
+macro_rules! tower_sessions_session {
+    ($session:ty) => {
+        impl TowerSessionsSession for $session {
+            async fn n(&self) -> u64 {
+                self.get::<u64>("n").await.ok().flatten().unwrap_or(0)
+            }
+            async fn set_n(&self, n: u64) {
+                let _ = self.insert("n", n).await;
+            }
+        }
+    };
+}
+tower_sessions_session!(tower_sessions::Session);
+tower_sessions_session!(tower_sessions_014::Session);
+
+/// The five handlers on a tower-sessions session, before its session layer.
+pub fn tower_sessions_router<S: TowerSessionsSession>() -> Router {
+    Router::new()
+        .route("/none", get(|| async { "ok" }))
+        .route(
+            "/read",
+            get(|s: S| async move { format!("n={}", s.n().await) }),
+        )
+        .route(
+            "/write",
+            get(|s: S| async move {
+                let n = s.n().await + 1;
+                s.set_n(n).await;
+                format!("n={n}")
+            }),
+        )
+        .route(
+            "/new",
+            get(|s: S| async move {
+                s.set_n(1).await;
+                "n=1"
+            }),
+        )
+        .route(
+            "/bad-cookie",
+            get(|s: S| async move { format!("n={}", s.n().await) }),
+        )
+}
+
+pub mod redis;
+
+/// The scaling benchmark's apps, fills and measurements (`benches/scaling.rs`).
+pub mod scaling;
