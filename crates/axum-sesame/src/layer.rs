@@ -10,7 +10,6 @@ use http::header::HeaderName;
 use http::uri::Scheme;
 use http::{HeaderValue, Request, Response, StatusCode};
 use sesame_core::{CookieOptions, DynStore, Patch, Record, SessionId, SessionStore};
-use tokio::sync::OnceCell;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -126,18 +125,96 @@ impl<I: std::fmt::Debug> std::fmt::Debug for SessionService<I> {
     }
 }
 
-/// The future of [`SessionService`].
-pub type ResponseFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>;
+pin_project_lite::pin_project! {
+    /// The future of [`SessionService`]: the inner service's response, then, only if the handler
+    /// used the session, the end-of-request store write and cookie. A request whose handler never
+    /// touched the session costs no allocation here.
+    pub struct ResponseFuture<F, B, E> {
+        #[pin]
+        inner: F,
+        session: Option<Arc<RequestSession>>,
+        finishing: Option<Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>>,
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B, E>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: From<&'static str> + Send + 'static,
+    E: Send + 'static,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Some(finishing) = this.finishing.as_mut() {
+            return finishing.as_mut().poll(cx);
+        }
+        let response = match this.inner.poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+            Poll::Ready(Ok(response)) => response,
+        };
+        let Some(session) = this.session.take() else {
+            return Poll::Ready(Ok(response));
+        };
+        if session.used_state().is_none() {
+            // The handler never touched the session: no store I/O, no cookie.
+            return Poll::Ready(Ok(response));
+        }
+        let mut finishing: Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>> =
+            Box::pin(finish_response(session, response));
+        let polled = finishing.as_mut().poll(cx);
+        if polled.is_pending() {
+            *this.finishing = Some(finishing);
+        }
+        polled
+    }
+}
+
+impl<F, B, E> std::fmt::Debug for ResponseFuture<F, B, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("finishing", &self.finishing.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The end of a request whose handler used the session: save or touch, set the cookie, and turn
+/// a failure into the configured outcome.
+async fn finish_response<B: From<&'static str>, E>(
+    session: Arc<RequestSession>,
+    mut response: Response<B>,
+) -> Result<Response<B>, E> {
+    if let Err(error) = finish(&session, &mut response).await {
+        let carry_on = error.is_unavailable()
+            && session.config.on_store_error == OnStoreError::ContinueWithoutSession;
+        if carry_on {
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "the session could not be saved; responding without it"
+            );
+        } else {
+            tracing::error!(
+                error = &error as &dyn std::error::Error,
+                "the session could not be saved; answering with an error instead"
+            );
+            response = failure_response(&error);
+        }
+    }
+    Ok(response)
+}
 
 impl<I, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<I>
 where
     I: Service<Request<ReqBody>, Response = Response<ResBody>>,
     I::Future: Send + 'static,
+    I::Error: Send + 'static,
     ResBody: From<&'static str> + Send + 'static,
 {
     type Response = Response<ResBody>;
     type Error = I::Error;
-    type Future = ResponseFuture<ResBody, I::Error>;
+    type Future = ResponseFuture<I::Future, ResBody, I::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -145,27 +222,11 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let (request, session) = attach(&self.config, request);
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let mut response = response.await?;
-            if let Err(error) = finish(&session, &mut response).await {
-                let carry_on = error.is_unavailable()
-                    && session.config.on_store_error == OnStoreError::ContinueWithoutSession;
-                if carry_on {
-                    tracing::warn!(
-                        error = &error as &dyn std::error::Error,
-                        "the session could not be saved; responding without it"
-                    );
-                } else {
-                    tracing::error!(
-                        error = &error as &dyn std::error::Error,
-                        "the session could not be saved; answering with an error instead"
-                    );
-                    response = failure_response(&error);
-                }
-            }
-            Ok(response)
-        })
+        ResponseFuture {
+            inner: self.inner.call(request),
+            session: Some(session),
+            finishing: None,
+        }
     }
 }
 
@@ -186,7 +247,7 @@ fn attach<B>(config: &Arc<Config>, request: Request<B>) -> (Request<B>, Arc<Requ
         config: Arc::clone(config),
         cookie_options,
         https,
-        state: OnceCell::new(),
+        state: std::sync::OnceLock::new(),
     });
     request
         .extensions_mut()

@@ -1,7 +1,7 @@
 //! The `Session` extractor and the per-request state behind it.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use axum_core::extract::FromRequestParts;
@@ -15,7 +15,6 @@ use sesame_core::{
     COOKIE_KEY, CookieOptions, META_KEY, Patch, Record, SessionId, SessionMeta, SessionStore, Swap,
     unix_millis, user_of,
 };
-use tokio::sync::OnceCell;
 
 use crate::config::{Config, OnCorruptRecord, OnStoreError};
 use crate::cookies::find_cookie;
@@ -61,7 +60,7 @@ pub(crate) struct RequestSession {
     /// Whether the request came over https (directly, or through a trusted proxy).
     pub(crate) https: bool,
     /// Set when a handler first uses the session; unset means the handler never touched it.
-    pub(crate) state: OnceCell<Mutex<State>>,
+    pub(crate) state: OnceLock<Mutex<State>>,
 }
 
 /// The session's state during one request.
@@ -147,7 +146,8 @@ impl State {
         self.modified = true;
         self.unsaved = true;
         self.destroyed = false;
-        if !self.changed_keys.iter().any(|k| k == key) {
+        // A session not in the store yet is written whole: no per-key patch to prepare.
+        if self.is_persisted() && !self.changed_keys.iter().any(|k| k == key) {
             self.changed_keys.push(key.to_owned());
         }
     }
@@ -234,15 +234,16 @@ impl RequestSession {
     /// store, or starts a new session. The cookie is looked for only now, so a request whose
     /// handler never uses the session never pays for parsing it.
     async fn load_once(&self, headers: &HeaderMap) -> Result<(), sesame_core::Error> {
-        self.state
-            .get_or_try_init(|| async {
-                let cookie_value = find_cookie(headers, &self.config.name);
-                let mut state = self.load(cookie_value).await?;
-                state.client_sent_cookie = cookie_value.is_some();
-                Ok(Mutex::new(state))
-            })
-            .await
-            .map(|_| ())
+        if self.state.get().is_some() {
+            return Ok(());
+        }
+        let cookie_value = find_cookie(headers, &self.config.name);
+        let mut state = self.load(cookie_value).await?;
+        state.client_sent_cookie = cookie_value.is_some();
+        // axum runs a handler's extractors one after the other, so the first load is the only
+        // one; were two ever to race, the first to finish wins and the other's copy is dropped.
+        let _ = self.state.set(Mutex::new(state));
+        Ok(())
     }
 
     async fn load(&self, cookie_value: Option<&[u8]>) -> Result<State, sesame_core::Error> {
