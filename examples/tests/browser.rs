@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{Server, example_binary, free_port};
+use common::{Server, example_binary, free_port, server_url};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
@@ -301,13 +301,6 @@ fn in_browser(store: &str, store_env: &[(&str, String)]) {
     }
 }
 
-fn reachable(address: &str, backend: &str) -> bool {
-    match std::net::TcpStream::connect(address) {
-        Ok(_) => true,
-        Err(error) => sesame_conformance::backend_missing::<()>(backend, &error).is_some(),
-    }
-}
-
 #[test]
 fn login_app_in_a_browser_on_memory() {
     in_browser("memory", &[]);
@@ -315,52 +308,27 @@ fn login_app_in_a_browser_on_memory() {
 
 #[test]
 fn login_app_in_a_browser_on_redis() {
-    let url = sesame_conformance::backend_url("REDIS_URL", "redis://127.0.0.1:6379");
-    let address = url
-        .trim_start_matches("redis://")
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
-    if !reachable(&address, "Redis") {
+    let Some(url) = server_url("redis") else {
         return;
-    }
+    };
     let prefix = sesame_conformance::unique_name("browser:");
     in_browser("redis", &[("REDIS_URL", url), ("REDIS_PREFIX", prefix)]);
 }
 
 #[test]
 fn login_app_in_a_browser_on_postgres() {
-    let url =
-        sesame_conformance::backend_url("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test");
-    let authority = url
-        .trim_start_matches("postgres://")
-        .split(['/', '?'])
-        .next()
-        .unwrap();
-    let address = authority.rsplit('@').next().unwrap().to_owned();
-    if !reachable(&address, "PostgreSQL") {
+    let Some(url) = server_url("postgres") else {
         return;
-    }
+    };
     let table = sesame_conformance::unique_name("browser_");
     in_browser("postgres", &[("DATABASE_URL", url), ("PG_TABLE", table)]);
 }
 
 #[test]
 fn login_app_in_a_browser_on_mongodb() {
-    let url = sesame_conformance::backend_url(
-        "MONGODB_URL",
-        "mongodb://127.0.0.1:27017/?directConnection=true",
-    );
-    let address = url
-        .trim_start_matches("mongodb://")
-        .split(['/', '?'])
-        .next()
-        .unwrap()
-        .to_owned();
-    if !reachable(&address, "MongoDB") {
+    let Some(url) = server_url("mongodb") else {
         return;
-    }
+    };
     let collection = sesame_conformance::unique_name("browser_");
     in_browser(
         "mongodb",

@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{Server, cookie_pair as pair, example_binary, free_port, request};
+use common::{Server, cookie_pair as pair, example_binary, free_port, request, server_url};
 
 fn start_counter(port: u16, secret: Option<&str>) -> Server {
     start_counter_on(port, secret, "memory", &[])
@@ -115,33 +115,18 @@ fn counts_on(store: &str, store_env: &[(&str, String)]) {
 
 #[test]
 fn counts_on_redis() {
-    let url = sesame_conformance::backend_url("REDIS_URL", "redis://127.0.0.1:6379");
-    let address = url
-        .trim_start_matches("redis://")
-        .split('/')
-        .next()
-        .unwrap();
-    if let Err(error) = std::net::TcpStream::connect(address) {
-        return sesame_conformance::backend_missing("Redis", &error).unwrap_or(());
-    }
+    let Some(url) = server_url("redis") else {
+        return;
+    };
     let prefix = sesame_conformance::unique_name("counter:");
     counts_on("redis", &[("REDIS_URL", url), ("REDIS_PREFIX", prefix)]);
 }
 
 #[test]
 fn counts_on_mongodb() {
-    let url = sesame_conformance::backend_url(
-        "MONGODB_URL",
-        "mongodb://127.0.0.1:27017/?directConnection=true",
-    );
-    let address = url
-        .trim_start_matches("mongodb://")
-        .split(['/', '?'])
-        .next()
-        .unwrap();
-    if let Err(error) = std::net::TcpStream::connect(address) {
-        return sesame_conformance::backend_missing("MongoDB", &error).unwrap_or(());
-    }
+    let Some(url) = server_url("mongodb") else {
+        return;
+    };
     let collection = sesame_conformance::unique_name("counter_");
     counts_on(
         "mongodb",
@@ -151,17 +136,9 @@ fn counts_on_mongodb() {
 
 #[test]
 fn counts_on_postgres() {
-    let url =
-        sesame_conformance::backend_url("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test");
-    let authority = url
-        .trim_start_matches("postgres://")
-        .split(['/', '?'])
-        .next()
-        .unwrap();
-    let address = authority.rsplit('@').next().unwrap();
-    if let Err(error) = std::net::TcpStream::connect(address) {
-        return sesame_conformance::backend_missing("PostgreSQL", &error).unwrap_or(());
-    }
+    let Some(url) = server_url("postgres") else {
+        return;
+    };
     let table = sesame_conformance::unique_name("counter_");
     counts_on("postgres", &[("DATABASE_URL", url), ("PG_TABLE", table)]);
 }

@@ -182,3 +182,31 @@ fn dechunk(mut raw: &str) -> String {
 pub(crate) fn cookie_pair(set_cookie: &str) -> String {
     set_cookie.split(';').next().unwrap().to_owned()
 }
+
+/// The URL of a server store's backend (`redis`, `postgres`, `mongodb`), from the environment as
+/// the examples read it, if the server accepts connections; otherwise `None` after
+/// `backend_missing`, which fails the test under CI.
+pub(crate) fn server_url(store: &str) -> Option<String> {
+    let (variable, default, backend) = match store {
+        "redis" => ("REDIS_URL", "redis://127.0.0.1:6379", "Redis"),
+        "postgres" => (
+            "DATABASE_URL",
+            "postgres://postgres@127.0.0.1:5432/test",
+            "PostgreSQL",
+        ),
+        "mongodb" => (
+            "MONGODB_URL",
+            "mongodb://127.0.0.1:27017/?directConnection=true",
+            "MongoDB",
+        ),
+        other => panic!("{other} is not a server store"),
+    };
+    let url = sesame_conformance::backend_url(variable, default);
+    let after_scheme = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+    let authority = after_scheme.split(['/', '?']).next().unwrap_or_default();
+    let address = authority.rsplit('@').next().unwrap_or_default();
+    match TcpStream::connect(address) {
+        Ok(_) => Some(url),
+        Err(error) => sesame_conformance::backend_missing(backend, &error),
+    }
+}
