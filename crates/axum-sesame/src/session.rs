@@ -201,10 +201,8 @@ impl State {
     pub(crate) fn patch(&self) -> Patch {
         let keys = self.changed_keys.iter().map(String::as_str);
         let mut patch = Patch::from_changes(&self.record, keys);
-        if user_of(self.record.data()).is_some() {
-            if let Some(meta) = self.record.data().get(META_KEY) {
-                patch.set(META_KEY, meta.clone());
-            }
+        if let Some(meta) = self.logged_in_meta() {
+            patch.set(META_KEY, meta.clone());
         }
         patch
     }
@@ -213,12 +211,16 @@ impl State {
     /// session so a store can keep its user index alive as long as the session.
     pub(crate) fn touch_record(&self) -> Record {
         let mut touch = Record::new(self.record.cookie().clone());
-        if user_of(self.record.data()).is_some() {
-            if let Some(meta) = self.record.data().get(META_KEY) {
-                touch.data_mut().insert(META_KEY.to_owned(), meta.clone());
-            }
+        if let Some(meta) = self.logged_in_meta() {
+            touch.data_mut().insert(META_KEY.to_owned(), meta.clone());
         }
         touch
+    }
+
+    /// The meta object of a session a user is logged in to; `None` for an anonymous session.
+    fn logged_in_meta(&self) -> Option<&Value> {
+        let data = self.record.data();
+        user_of(data).and_then(|_| data.get(META_KEY))
     }
 
     /// Marks the record as written to the store under the current id.

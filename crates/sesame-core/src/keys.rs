@@ -224,29 +224,26 @@ fn sign_with(key: &hmac::Key, id: &SessionId) -> String {
     out
 }
 
-/// `encode_uri_component(sign_with(key, id))`, built in one pass: the prefix `s:` encodes to
-/// `s%3A`, a generated id is all unreserved characters, and only `+` and `/` of the signature's
-/// base64 need escaping. This runs for every new session and every rolling cookie.
+/// `encode_uri_component(sign_with(key, id))`, built in one pass without the intermediate string:
+/// the prefix `s:` encodes to `s%3A`, then the id and the base64 signature are escaped straight
+/// into the output. This runs for every new session and every rolling cookie.
 fn sign_encoded(key: &hmac::Key, id: &SessionId) -> String {
     let tag = hmac::sign(key, id.as_str().as_bytes());
     let mut signature = [0u8; 43];
-    let signature = match STANDARD_NO_PAD.encode_slice(tag.as_ref(), &mut signature) {
-        Ok(len) => &signature[..len],
+    let signature = match STANDARD_NO_PAD
+        .encode_slice(tag.as_ref(), &mut signature)
+        .ok()
+        .and_then(|len| std::str::from_utf8(&signature[..len]).ok())
+    {
+        Some(signature) => signature,
         // 32 bytes always fit 43 characters; should that ever change, take the general path.
-        Err(_) => return encode_uri_component(&sign_with(key, id)),
+        None => return encode_uri_component(&sign_with(key, id)),
     };
     let mut out = String::with_capacity(4 + id.as_str().len() + 1 + signature.len() + 16);
     out.push_str("s%3A");
     push_uri_encoded(&mut out, id.as_str());
     out.push('.');
-    for &byte in signature {
-        match byte {
-            b'+' => out.push_str("%2B"),
-            b'/' => out.push_str("%2F"),
-            // The rest of the standard base64 alphabet is unreserved.
-            _ => out.push(char::from(byte)),
-        }
-    }
+    push_uri_encoded(&mut out, signature);
     out
 }
 
