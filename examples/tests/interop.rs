@@ -10,16 +10,15 @@
 
 mod common;
 
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::thread::sleep;
 use std::time::Duration;
 
-use common::{Reply, Server, cookie_pair, example_binary, free_port, request};
+use common::{Reply, Server, cookie_pair, example_binary, free_port, request, server_url};
 use serde_json::{Value, json};
-use sesame_conformance::{backend_missing, backend_url, unique_name};
+use sesame_conformance::{backend_missing, unique_name};
 
 /// The secret both sides sign with, and an older one both still accept.
 const SECRET: &str = "interop secret: the current one of at least 32 bytes";
@@ -72,17 +71,13 @@ struct SharedStore {
 }
 
 impl SharedStore {
-    /// The store named `kind` if its server answers on its port, else `None` (outside CI).
+    /// The store named `kind` if its server answers (see `server_url`), else `None` (outside CI).
     fn reachable(kind: &'static str) -> Option<Self> {
-        let (url_var, default, env) = match kind {
-            "redis" => (
-                "REDIS_URL",
-                "redis://127.0.0.1:6379",
-                vec![("REDIS_PREFIX", unique_name("interop:"))],
-            ),
+        let url = server_url(kind)?;
+        let (url_var, mut env) = match kind {
+            "redis" => ("REDIS_URL", vec![("REDIS_PREFIX", unique_name("interop:"))]),
             "postgres" => (
                 "DATABASE_URL",
-                "postgres://postgres@127.0.0.1:5432/test",
                 vec![
                     ("PG_SCHEMA", "public".to_owned()),
                     ("PG_TABLE", unique_name("interop_")),
@@ -90,28 +85,13 @@ impl SharedStore {
             ),
             "mongodb" => (
                 "MONGODB_URL",
-                "mongodb://127.0.0.1:27017/sesame_interop?directConnection=true",
                 vec![("MONGODB_COLLECTION", unique_name("interop_"))],
             ),
             other => panic!("no store {other}"),
         };
-        let url = backend_url(url_var, default);
-        let address = host_and_port(&url);
-        if let Err(error) = TcpStream::connect(&address) {
-            return backend_missing(kind, &format!("{address}: {error}"));
-        }
-        let mut env = env;
         env.push((url_var, url));
         Some(Self { kind, env })
     }
-}
-
-/// `host:port` of a URL such as `redis://user@host:port/db?x`.
-fn host_and_port(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split(['/', '?']).next().unwrap();
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
-    host_port.to_owned()
 }
 
 /// The two apps on one store.
