@@ -5,6 +5,8 @@
 //! into the README's table and chart.
 #![allow(missing_docs)] // criterion_group! generates an undocumented function
 
+mod common;
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use sesame_bench::*;
 
@@ -60,10 +62,7 @@ fn bench_one<A: App>(
     cookie_name: &str,
 ) {
     let cookie = runtime.block_on(scenario_cookie(app, scenario, cookie_name));
-    group.bench_function(name, |b| {
-        b.to_async(runtime)
-            .iter(|| send(app, path, cookie.as_deref()))
-    });
+    common::bench_app(group, runtime, name, app, path, cookie.as_deref());
 }
 
 criterion_group! {

@@ -13,6 +13,8 @@
 //! tables. See `sesame_bench::redis` for the configuration of each side.
 #![allow(missing_docs)] // criterion_group! generates an undocumented function
 
+mod common;
+
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -198,10 +200,7 @@ fn bench_one<A: App>(
     cookie_name: &str,
 ) {
     let cookie = runtime.block_on(redis_scenario_cookie(app, scenario, cookie_name));
-    group.bench_function(name, |b| {
-        b.to_async(runtime)
-            .iter(|| send(app, path, cookie.as_deref()))
-    });
+    common::bench_app(group, runtime, name, app, path, cookie.as_deref());
 }
 
 criterion_group! {

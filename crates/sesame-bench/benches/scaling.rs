@@ -34,7 +34,6 @@
 #![allow(missing_docs)] // benchmark plumbing
 
 use std::cell::OnceCell;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -729,25 +728,6 @@ async fn get_body<A: App>(app: &A, path: &str, cookie: &str) -> String {
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     String::from_utf8_lossy(&bytes).into_owned()
-}
-
-/// Where criterion writes: `$CRITERION_HOME`, `$CARGO_TARGET_DIR/criterion`, or `criterion` in
-/// the target directory this binary was built in (`<target>/<profile>/deps/<bench>`).
-fn criterion_dir() -> PathBuf {
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
-        return home.into();
-    }
-    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
-        return PathBuf::from(target).join("criterion");
-    }
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| {
-            exe.ancestors()
-                .nth(3)
-                .map(|target| target.join("criterion"))
-        })
-        .unwrap_or_else(|| PathBuf::from("target/criterion"))
 }
 
 fn mib(bytes: u64) -> f64 {

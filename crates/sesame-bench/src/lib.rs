@@ -47,10 +47,10 @@ pub fn raw_app() -> Router {
         .route("/bad-cookie", get(|| async { "n=0" }))
 }
 
-/// sesame with a store (the memory store by default).
-pub fn sesame_app(layer: axum_sesame::SessionLayer) -> impl App {
+/// The five handlers on a sesame session, before its session layer.
+pub fn sesame_router() -> Router {
     use axum_sesame::Session;
-    let router = Router::new()
+    Router::new()
         .route("/none", get(|| async { "ok" }))
         .route(
             "/read",
@@ -78,8 +78,12 @@ pub fn sesame_app(layer: axum_sesame::SessionLayer) -> impl App {
             get(|s: Session| async move {
                 format!("n={}", s.get::<u64>("n").ok().flatten().unwrap_or(0))
             }),
-        );
-    layer.layer(router)
+        )
+}
+
+/// sesame with a store (the memory store by default).
+pub fn sesame_app(layer: axum_sesame::SessionLayer) -> impl App {
+    layer.layer(sesame_router())
 }
 
 /// sesame on its memory store.
@@ -210,3 +214,23 @@ pub mod redis;
 
 /// The scaling benchmark's apps, fills and measurements (`benches/scaling.rs`).
 pub mod scaling;
+
+/// Where criterion writes its results: `CRITERION_HOME`, `$CARGO_TARGET_DIR/criterion`, or
+/// `criterion` in the target directory the running binary was built in
+/// (`<target>/<profile>/deps/<binary>`).
+pub fn criterion_dir() -> std::path::PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return home.into();
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        return std::path::PathBuf::from(target).join("criterion");
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            exe.ancestors()
+                .nth(3)
+                .map(|target| target.join("criterion"))
+        })
+        .unwrap_or_else(|| std::path::PathBuf::from("target/criterion"))
+}

@@ -333,25 +333,6 @@ pub async fn count_round_trips(
     Ok(rows)
 }
 
-/// Where criterion writes its results: `CRITERION_HOME`, `$CARGO_TARGET_DIR/criterion`, or
-/// `criterion` beside the `release` folder of the running benchmark.
-pub fn criterion_dir() -> std::path::PathBuf {
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
-        return home.into();
-    }
-    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
-        return std::path::PathBuf::from(target).join("criterion");
-    }
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| {
-            exe.ancestors()
-                .nth(3)
-                .map(|target| target.join("criterion"))
-        })
-        .unwrap_or_else(|| std::path::PathBuf::from("target/criterion"))
-}
-
 /// The round trips of [`count_round_trips`] as JSON, for `scripts/bench_report.py`:
 /// `{"sesame": {"none": 0.0, ...}, "tower-sessions": {...}}`.
 pub fn round_trips_json(rows: &[(&str, [f64; 3])]) -> String {

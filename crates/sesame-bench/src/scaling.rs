@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::routing::get;
 use axum_sesame::core::serde_json::{Map, Value};
 use axum_sesame::core::{CookieState, time::OffsetDateTime};
@@ -47,34 +46,19 @@ pub fn json_len(data: &Map<String, Value>) -> usize {
     axum_sesame::core::serde_json::to_vec(data).map_or(0, |json| json.len())
 }
 
-/// The routes of the payload benchmarks: `/read` and `/write` as in [`crate::sesame_app`], and
-/// `/fill`, which starts a session carrying [`payload_data`].
+/// The routes of the payload benchmarks: [`crate::sesame_router`]'s (`/read` and `/write` are
+/// measured) and `/fill`, which starts a session carrying [`payload_data`].
 pub fn sesame_payload_app(layer: SessionLayer, bytes: usize) -> impl App {
     use axum_sesame::Session;
-    let router = Router::new()
-        .route(
-            "/read",
-            get(|s: Session| async move {
-                format!("n={}", s.get::<u64>("n").ok().flatten().unwrap_or(0))
-            }),
-        )
-        .route(
-            "/write",
-            get(|s: Session| async move {
-                let n = s.get::<u64>("n").ok().flatten().unwrap_or(0) + 1;
-                let _ = s.insert("n", n);
-                format!("n={n}")
-            }),
-        )
-        .route(
-            "/fill",
-            get(move |s: Session| async move {
-                for (key, value) in payload_data(bytes) {
-                    let _ = s.insert_value(&key, value);
-                }
-                "n=1"
-            }),
-        );
+    let router = crate::sesame_router().route(
+        "/fill",
+        get(move |s: Session| async move {
+            for (key, value) in payload_data(bytes) {
+                let _ = s.insert_value(&key, value);
+            }
+            "n=1"
+        }),
+    );
     layer.layer(router)
 }
 
@@ -94,30 +78,15 @@ pub fn sesame_memory_payload_app(bytes: usize) -> impl App {
 /// tower-sessions with its memory store and the same routes.
 pub fn tower_sessions_payload_app(bytes: usize) -> impl App {
     use tower_sessions::{MemoryStore, Session, SessionManagerLayer};
-    let router = Router::new()
-        .route(
-            "/read",
-            get(|s: Session| async move {
-                format!("n={}", s.get::<u64>("n").await.ok().flatten().unwrap_or(0))
-            }),
-        )
-        .route(
-            "/write",
-            get(|s: Session| async move {
-                let n = s.get::<u64>("n").await.ok().flatten().unwrap_or(0) + 1;
-                let _ = s.insert("n", n).await;
-                format!("n={n}")
-            }),
-        )
-        .route(
-            "/fill",
-            get(move |s: Session| async move {
-                for (key, value) in payload_data(bytes) {
-                    let _ = s.insert_value(&key, value).await;
-                }
-                "n=1"
-            }),
-        );
+    let router = crate::tower_sessions_router::<Session>().route(
+        "/fill",
+        get(move |s: Session| async move {
+            for (key, value) in payload_data(bytes) {
+                let _ = s.insert_value(&key, value).await;
+            }
+            "n=1"
+        }),
+    );
     SessionManagerLayer::new(MemoryStore::default())
         .with_secure(false)
         .layer(router)
