@@ -132,7 +132,7 @@ fn bench_payload<A: App>(
                 cookie
             })
         });
-        b.to_async(runtime).iter(|| send(app, path, Some(cookie)))
+        b.to_async(runtime).iter(|| drive(app, path, Some(cookie)))
     });
 }
 
@@ -481,7 +481,7 @@ async fn request_loop<A: App + Sync>(
     let mut i = 0;
     while !stop.load(Ordering::Relaxed) {
         let start = Instant::now();
-        send(&app, "/read", Some(&cookies[i % cookies.len()])).await;
+        drive(&app, "/read", Some(&cookies[i % cookies.len()])).await;
         samples.push((start, start.elapsed()));
         i += 1;
     }

@@ -57,7 +57,7 @@ async fn run<A: App>(app: A, scenario: &str, cookie_name: &str, iterations: usiz
     let cookie = scenario_cookie(&app, scenario, cookie_name).await;
     let path = format!("/{scenario}");
     for _ in 0..iterations {
-        send(&app, &path, cookie.as_deref()).await;
+        drive(&app, &path, cookie.as_deref()).await;
     }
 }
 
@@ -65,6 +65,6 @@ async fn run_redis<A: App>(app: A, scenario: &str, cookie_name: &str, iterations
     let cookie = sesame_bench::redis::redis_scenario_cookie(&app, scenario, cookie_name).await;
     let path = format!("/{scenario}");
     for _ in 0..iterations {
-        send(&app, &path, cookie.as_deref()).await;
+        drive(&app, &path, cookie.as_deref()).await;
     }
 }

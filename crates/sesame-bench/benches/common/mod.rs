@@ -2,7 +2,7 @@
 
 use criterion::BenchmarkGroup;
 use criterion::measurement::WallTime;
-use sesame_bench::{App, send};
+use sesame_bench::{App, drive};
 
 /// Measures `app` answering `path` with `cookie`, as the benchmark `name` of `group`.
 pub(crate) fn bench_app<A: App>(
@@ -14,6 +14,6 @@ pub(crate) fn bench_app<A: App>(
     cookie: Option<&str>,
 ) {
     group.bench_function(name, |b| {
-        b.to_async(runtime).iter(|| send(app, path, cookie))
+        b.to_async(runtime).iter(|| drive(app, path, cookie))
     });
 }
