@@ -98,10 +98,10 @@ impl Config {
     /// the session's creation plus the absolute timeout, whichever comes first.
     pub(crate) fn deadline(&self, record: &Record, now: OffsetDateTime) -> Option<OffsetDateTime> {
         let idle = self.idle_timeout.map(|idle| now + idle);
+        // The record is searched for its creation time only when there is a timeout to apply.
         let absolute = self
             .absolute_timeout
-            .zip(created(record))
-            .map(|(absolute, created)| created + absolute);
+            .and_then(|absolute| Some(created(record)? + absolute));
         match (idle, absolute) {
             (Some(idle), Some(absolute)) => Some(idle.min(absolute)),
             (deadline, None) | (None, deadline) => deadline,
@@ -111,9 +111,9 @@ impl Config {
     /// Whether `record`'s session is older than the absolute timeout at `now`.
     pub(crate) fn past_absolute_timeout(&self, record: &Record) -> bool {
         // The clock is read only when there is a timeout to check.
-        self.absolute_timeout
-            .zip(created(record))
-            .is_some_and(|(absolute, created)| created + absolute <= sesame_core::now())
+        self.absolute_timeout.is_some_and(|absolute| {
+            created(record).is_some_and(|created| created + absolute <= sesame_core::now())
+        })
     }
 
     /// Refuses a record over the configured size limit, before it reaches the store.

@@ -27,6 +27,15 @@ pub(crate) struct GuardedStore {
 }
 
 impl GuardedStore {
+    /// Whether every call completes on its first poll: the memory store, called directly, never
+    /// waits (its calls take a lock and return).
+    pub(crate) fn answers_at_once(&self) -> bool {
+        #[cfg(feature = "memory")]
+        return self.memory.is_some();
+        #[cfg(not(feature = "memory"))]
+        false
+    }
+
     /// The id the store keeps `id`'s record under: `id` itself, or its keyed hash.
     pub(crate) fn at_rest<'a>(&self, id: &'a SessionId) -> Cow<'a, SessionId> {
         match &self.id_hasher {

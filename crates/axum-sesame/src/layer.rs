@@ -162,8 +162,30 @@ where
             // The handler never touched the session: no store I/O, no cookie.
             return Poll::Ready(Ok(response));
         }
+        if session.config.store.answers_at_once() {
+            // The memory store answers every call on its first poll: finish right here, with no
+            // boxed future to allocate.
+            let mut response = response;
+            let finished = std::pin::pin!(finish_response(&session, &mut response))
+                .poll(cx)
+                .is_ready();
+            if finished {
+                return Poll::Ready(Ok(response));
+            }
+            // Unreachable with the memory store; the future borrows this frame and cannot be
+            // kept, so the request fails rather than hangs or pretends the session was saved.
+            tracing::error!("the in-process session store did not answer at once");
+            return Poll::Ready(Ok(failure_response(&sesame_core::Error::Timeout {
+                store: session.config.store.name(),
+                timeout: std::time::Duration::ZERO,
+            })));
+        }
         let mut finishing: Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>> =
-            Box::pin(finish_response(session, response));
+            Box::pin(async move {
+                let mut response = response;
+                finish_response(&session, &mut response).await;
+                Ok(response)
+            });
         let polled = finishing.as_mut().poll(cx);
         if polled.is_pending() {
             *this.finishing = Some(finishing);
@@ -182,11 +204,11 @@ impl<F, B, E> std::fmt::Debug for ResponseFuture<F, B, E> {
 
 /// The end of a request whose handler used the session: save or touch, set the cookie, and turn
 /// a failure into the configured outcome.
-async fn finish_response<B: From<&'static str>, E>(
-    session: Arc<RequestSession>,
-    mut response: Response<B>,
-) -> Result<Response<B>, E> {
-    if let Err(error) = finish(&session, &mut response).await {
+async fn finish_response<B: From<&'static str>>(
+    session: &RequestSession,
+    response: &mut Response<B>,
+) {
+    if let Err(error) = finish(session, response).await {
         let carry_on = error.is_unavailable()
             && session.config.on_store_error == OnStoreError::ContinueWithoutSession;
         if carry_on {
@@ -199,10 +221,9 @@ async fn finish_response<B: From<&'static str>, E>(
                 error = &error as &dyn std::error::Error,
                 "the session could not be saved; answering with an error instead"
             );
-            response = failure_response(&error);
+            *response = failure_response(&error);
         }
     }
-    Ok(response)
 }
 
 impl<I, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<I>
@@ -220,8 +241,19 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let (request, session) = attach(&self.config, request);
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let cookie_options = match &self.config.cookie {
+            CookieSource::Fixed(options) => Arc::clone(options),
+            CookieSource::PerRequest(options) => {
+                // Per-request options see the request's parts: take the request apart and put
+                // it back, only when such options are configured.
+                let (parts, body) = request.into_parts();
+                let computed = Arc::new(options(&parts));
+                request = Request::from_parts(parts, body);
+                computed
+            }
+        };
+        let session = attach(&self.config, &mut request, cookie_options);
         ResponseFuture {
             inner: self.inner.call(request),
             session: Some(session),
@@ -230,19 +262,14 @@ where
     }
 }
 
-/// Creates the request's (not yet loaded) session and puts its handle in the extensions.
-fn attach<B>(config: &Arc<Config>, request: Request<B>) -> (Request<B>, Arc<RequestSession>) {
-    let https = is_https(&request, config.proxy);
-    let (mut request, cookie_options) = match &config.cookie {
-        CookieSource::Fixed(options) => (request, Arc::clone(options)),
-        CookieSource::PerRequest(options) => {
-            // Only per-request options need the parts by reference; the common case never
-            // takes the request apart.
-            let (parts, body) = request.into_parts();
-            let options = Arc::new(options(&parts));
-            (Request::from_parts(parts, body), options)
-        }
-    };
+/// Creates the request's (not yet loaded) session and puts its handle in the extensions. The
+/// request is borrowed, not moved: it is large, and every move is a copy.
+fn attach<B>(
+    config: &Arc<Config>,
+    request: &mut Request<B>,
+    cookie_options: Arc<CookieOptions>,
+) -> Arc<RequestSession> {
+    let https = is_https(request, config.proxy);
     let session = Arc::new(RequestSession {
         config: Arc::clone(config),
         cookie_options,
@@ -252,7 +279,7 @@ fn attach<B>(config: &Arc<Config>, request: Request<B>) -> (Request<B>, Arc<Requ
     request
         .extensions_mut()
         .insert(SessionHandle(Arc::clone(&session)));
-    (request, session)
+    session
 }
 
 fn is_https<B>(request: &Request<B>, trust_proxy: bool) -> bool {

@@ -161,16 +161,16 @@ impl State {
         let persisted = self.is_persisted();
         let will_save = persisted || self.unsaved || config.save_uninitialized;
         let data = self.record.data();
+        let meta = data.get(META_KEY);
         let needs_created = config.absolute_timeout.is_some()
             && will_save
-            && data
-                .get(META_KEY)
-                .and_then(|meta| meta.get("created"))
-                .is_none();
+            && meta.and_then(|meta| meta.get("created")).is_none();
+        let logged_in = meta
+            .and_then(|meta| meta.get("user"))
+            .is_some_and(Value::is_string);
         let needs_seen = persisted
-            && user_of(data).is_some()
-            && data
-                .get(META_KEY)
+            && logged_in
+            && meta
                 .and_then(|meta| meta.get("seen"))
                 .and_then(Value::as_i64)
                 .and_then(sesame_core::from_unix_millis)

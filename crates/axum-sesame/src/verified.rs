@@ -2,7 +2,7 @@
 //! lookup instead of an HMAC (which is most of the cost of reading a session from memory).
 
 use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 use foldhash::fast::RandomState;
 use std::sync::{Mutex, PoisonError};
@@ -15,8 +15,31 @@ const SHARDS: usize = 16;
 /// `SHARDS * PER_SHARD` cookies (a few MiB) whatever the traffic.
 const PER_SHARD: usize = 1024;
 
-/// Cookie values that verified, each with the id its signature proved.
-type Shard = Mutex<HashMap<Box<[u8]>, SessionId, RandomState>>;
+/// Cookie values that verified, each with the id its signature proved, keyed by the value's hash:
+/// the value is hashed once, to pick the shard and to find the entry, and its bytes are compared
+/// in full before an id is handed out, so two values with one hash can never be confused.
+type Shard = Mutex<HashMap<u64, (Box<[u8]>, SessionId), BuildHasherDefault<AlreadyHashed>>>;
+
+/// The hasher of a map whose keys are already hashes (seeded foldhash values): it passes them on.
+#[derive(Default)]
+struct AlreadyHashed(u64);
+
+impl Hasher for AlreadyHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys reach this hasher; fold anything else in rather than ignore it.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+}
 
 /// Only values that verified under the key ring are remembered, and each maps to the id its
 /// signature proved, so the cache can never accept a value the key ring would refuse: a forged
@@ -45,25 +68,27 @@ impl VerifiedCookies {
             // and decryption is cheap next to the lookup it would save.
             return keys.verify_cookie_value(std::str::from_utf8(value).ok()?);
         }
-        let shard = &self.shards[(self.hasher.hash_one(value) >> 32) as usize % SHARDS];
-        if let Some(id) = shard
+        let hash = self.hasher.hash_one(value);
+        let shard = &self.shards[(hash >> 32) as usize % SHARDS];
+        if let Some((_, id)) = shard
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(value)
+            .get(&hash)
+            .filter(|(remembered, _)| **remembered == *value)
         {
             return Some(id.clone());
         }
         let id = keys.verify_cookie_value(std::str::from_utf8(value).ok()?)?;
-        self.insert(shard, value, id.clone());
+        Self::insert(shard, hash, value, id.clone());
         Some(id)
     }
 
-    fn insert(&self, shard: &Shard, value: &[u8], id: SessionId) {
+    fn insert(shard: &Shard, hash: u64, value: &[u8], id: SessionId) {
         let mut map = shard.lock().unwrap_or_else(PoisonError::into_inner);
         if map.len() >= PER_SHARD {
             map.clear();
         }
-        map.insert(value.into(), id);
+        map.insert(hash, (value.into(), id));
     }
 }
 
@@ -89,6 +114,19 @@ mod tests {
         assert_eq!(cache.verify(&keys, forged.as_bytes()), None);
         let cached: usize = cache.shards.iter().map(|s| s.lock().unwrap().len()).sum();
         assert_eq!(cached, 1, "the forged value was not remembered");
+    }
+
+    #[test]
+    fn a_hash_collision_never_hands_out_another_values_id() {
+        let keys = KeyRing::new([SECRET]).unwrap();
+        let cache = VerifiedCookies::new();
+        let victim = SessionId::generate();
+        let forged = format!("{}x", &keys.sign_cookie_value(&victim)[..10]);
+        // Plant another session's id under the forged value's hash, as a collision would.
+        let hash = cache.hasher.hash_one(forged.as_bytes());
+        let shard = &cache.shards[(hash >> 32) as usize % SHARDS];
+        VerifiedCookies::insert(shard, hash, b"some other value", victim);
+        assert_eq!(cache.verify(&keys, forged.as_bytes()), None);
     }
 
     #[test]
