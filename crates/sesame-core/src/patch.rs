@@ -1,5 +1,7 @@
 //! Per-key changes to a stored session, so concurrent requests never overwrite each other.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
 use crate::{CookieState, Record};
@@ -16,6 +18,8 @@ pub struct Patch {
     set: Map<String, Value>,
     remove: Vec<String>,
     cookie: CookieState,
+    /// The stored bytes of the record the changes were made to, when its store kept them.
+    base: Option<Arc<[u8]>>,
 }
 
 impl Patch {
@@ -25,6 +29,7 @@ impl Patch {
             set: Map::new(),
             remove: Vec::new(),
             cookie,
+            base: None,
         }
     }
 
@@ -32,6 +37,7 @@ impl Patch {
     /// the record is set to its value, each absent one is removed.
     pub fn from_changes<'a>(record: &Record, keys: impl IntoIterator<Item = &'a str>) -> Self {
         let mut patch = Self::new(record.cookie().clone());
+        patch.base = record.origin().cloned();
         for key in keys {
             match record.data().get(key) {
                 Some(value) => patch.set(key, value.clone()),
@@ -39,6 +45,13 @@ impl Patch {
             }
         }
         patch
+    }
+
+    /// The exact stored bytes of the record these changes were made to, when the store that
+    /// loaded it kept them ([`Record::with_origin`]). A store may replace a record that still has
+    /// these bytes with the whole new record, which is what the patch would produce from it.
+    pub fn base(&self) -> Option<&[u8]> {
+        self.base.as_deref()
     }
 
     /// Sets `key` to `value`.

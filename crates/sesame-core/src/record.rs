@@ -38,6 +38,20 @@ pub struct Record {
     /// requests only read the data, so a copy costs a reference count, not a deep clone.
     data: Arc<Map<String, Value>>,
     cookie: CookieState,
+    /// The exact bytes a store read this record from, if it kept them (see
+    /// [`with_origin`](Self::with_origin)). Not part of the record's value: equality ignores it.
+    origin: Origin,
+}
+
+/// The stored bytes a record was read from; equal to any other, so that two records are equal
+/// when their contents are, wherever they came from.
+#[derive(Clone, Debug, Default)]
+struct Origin(Option<Arc<[u8]>>);
+
+impl PartialEq for Origin {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl Default for Record {
@@ -52,6 +66,7 @@ impl Record {
         Self {
             data: empty_data(),
             cookie,
+            origin: Origin::default(),
         }
     }
 
@@ -62,6 +77,7 @@ impl Record {
         Self {
             data: Arc::new(data),
             cookie,
+            origin: Origin::default(),
         }
     }
 
@@ -84,6 +100,21 @@ impl Record {
     /// Mutable access to the cookie state.
     pub fn cookie_mut(&mut self) -> &mut CookieState {
         &mut self.cookie
+    }
+
+    /// Remembers the exact bytes a store read this record from. The record keeps them through
+    /// the request's changes, and a [`Patch`](crate::Patch) made from it carries them, so that
+    /// the store can tell at write time whether the stored record is still byte for byte the one
+    /// this request started from, and if so replace it whole instead of merging member by member.
+    pub fn with_origin(mut self, stored: Arc<[u8]>) -> Self {
+        self.origin = Origin(Some(stored));
+        self
+    }
+
+    /// The bytes the record was read from, if its store kept them (see
+    /// [`with_origin`](Self::with_origin)).
+    pub fn origin(&self) -> Option<&Arc<[u8]>> {
+        self.origin.0.as_ref()
     }
 
     /// Splits the record into its data and cookie state.
@@ -162,6 +193,7 @@ impl Record {
         Ok(Self {
             data: Arc::new(map),
             cookie,
+            origin: Origin::default(),
         })
     }
 }

@@ -106,6 +106,7 @@
 mod builder;
 mod conn;
 mod index;
+mod replace;
 mod script;
 
 use std::collections::HashSet;
@@ -473,6 +474,50 @@ impl RedisStore {
         Ok(invocation)
     }
 
+    /// The fast path of a patch, when it has one: the replace script with the record the patch
+    /// script would write from the patch's base (the bytes this store loaded), to be set with a
+    /// TTL of `ms` if the key still holds the base. `None` when the patch has no base (or a large
+    /// one), the base is not an object the script reads, or the session has a user (its index
+    /// entry is refreshed from what the patch script returns).
+    fn replace_invocation(
+        &self,
+        key: &str,
+        patch: &Patch,
+        ms: u64,
+    ) -> Result<Option<redis::ScriptInvocation<'static>>> {
+        let Some(base) = patch
+            .base()
+            .filter(|base| base.len() <= replace::MAX_BASE_LEN)
+        else {
+            return Ok(None);
+        };
+        if patch.user_change().is_some() {
+            return Ok(None);
+        }
+        let cookie = member(COOKIE_KEY, patch.cookie())?;
+        let removals: Vec<&str> = patch
+            .removals()
+            .iter()
+            .map(String::as_str)
+            .filter(|key| *key != COOKIE_KEY)
+            .collect();
+        let sets = patch
+            .sets()
+            .iter()
+            .filter(|(name, _)| *name != COOKIE_KEY)
+            .map(|(name, value)| Ok((name.as_str(), member(name, value)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let Some((record, meta)) = replace::replaced(base, &cookie, &removals, &sets) else {
+            return Ok(None);
+        };
+        if meta.and_then(user_in_meta).is_some() {
+            return Ok(None);
+        }
+        let mut invocation = script::REPLACE.prepare_invoke();
+        invocation.key(key).arg(base).arg(record).arg(ms);
+        Ok(Some(invocation))
+    }
+
     /// Runs the patch script (see [`patch_invocation`](Self::patch_invocation)), and with
     /// `index`, the user index update after it (see [`write_then_index`](Self::write_then_index)).
     async fn run_patch(
@@ -581,7 +626,17 @@ impl SessionStore for RedisStore {
     async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
         let bytes: Option<Vec<u8>> = self.query(redis::cmd("GET").arg(self.key(id))).await?;
         match bytes {
-            Some(bytes) => self.decode(&bytes),
+            Some(bytes) => {
+                let record = self.decode(&bytes)?;
+                // A small record keeps its stored bytes, so its request's patch can replace it
+                // whole if nothing changed it meanwhile (see `replace.rs`).
+                Ok(match record {
+                    Some(record) if bytes.len() <= replace::MAX_BASE_LEN => {
+                        Some(record.with_origin(bytes.into()))
+                    }
+                    record => record,
+                })
+            }
             None => Ok(None),
         }
     }
@@ -776,6 +831,14 @@ impl SessionStore for RedisStore {
         let key = self.key(id);
         let now = sesame_core::now();
         let expiry = self.expiry_of(patch.cookie(), now);
+        if let Some(Expiry::Millis(ms)) = expiry {
+            if let Some(replace) = self.replace_invocation(&key, patch, ms)? {
+                if self.invoke::<i64>(&replace).await? == 1 {
+                    return Ok(true);
+                }
+                // Changed (or gone) since this request loaded it: merge member by member.
+            }
+        }
         let invocation = self.patch_invocation(&key, Some(patch), patch.cookie(), expiry)?;
         let change = patch.user_change();
         let index = match (expiry, change) {

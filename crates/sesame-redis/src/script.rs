@@ -303,6 +303,20 @@ end
 return removed
 "#;
 
+/// Replaces the record under `KEYS[1]` with `ARGV[2]`, setting its TTL to `ARGV[3]` milliseconds,
+/// if the key still holds exactly `ARGV[1]`: the fast path of a patch whose result was computed
+/// from those bytes (see `replace.rs`). Returns 1 when replaced, 0 when the key holds anything
+/// else or nothing (the caller then runs the patch script). No member scanning, no prelude: a
+/// `GET`, a comparison and a `SET`.
+const REPLACE_BODY: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"#;
+
+/// The replace-if-unchanged script (see [`REPLACE_BODY`]).
+pub(crate) static REPLACE: LazyLock<Script> = LazyLock::new(|| Script::new(REPLACE_BODY));
+
 /// The patch script (see [`PATCH_BODY`]).
 pub(crate) static PATCH: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{PRELUDE}{PATCH_BODY}")));
@@ -322,8 +336,8 @@ pub(crate) static INDEX: LazyLock<Script> = LazyLock::new(|| Script::new(INDEX_B
 pub(crate) static PRUNE: LazyLock<Script> = LazyLock::new(|| Script::new(PRUNE_BODY));
 
 /// Every script, to load them into a server's script cache ahead of the first request.
-pub(crate) fn all() -> [&'static Script; 5] {
-    [&PATCH, &SWAP, &CREATE, &INDEX, &PRUNE]
+pub(crate) fn all() -> [&'static Script; 6] {
+    [&PATCH, &REPLACE, &SWAP, &CREATE, &INDEX, &PRUNE]
 }
 
 #[cfg(test)]

@@ -324,6 +324,64 @@ async fn patch_keeps_untouched_members_byte_for_byte() {
     assert_eq!(loaded.data()["unïcode"], json!("x"));
 }
 
+/// A patch made from a record this store loaded, still stored as loaded, replaces it whole with a
+/// short script (no member scanning in Redis), and writes exactly what the patch script writes.
+#[tokio::test]
+async fn patch_of_an_unchanged_loaded_record_is_replaced_whole_with_the_same_bytes() {
+    let Some(store) = single_store(|b| b).await else {
+        return;
+    };
+    let mut conn = raw(&redis_url()).await;
+    let (merged, replaced) = (SessionId::generate(), SessionId::generate());
+    set(&mut conn, &store.key(&merged), NODE_RECORD).await;
+    set(&mut conn, &store.key(&replaced), NODE_RECORD).await;
+    let cookie = record(Some(HOUR)).cookie().clone();
+    let change = |patch: &mut Patch| {
+        patch.set("added", json!({"list": [], "n": 1}));
+        patch.set("keep", json!("now set"));
+        patch.remove("gone");
+        patch.remove("never there");
+    };
+
+    // Without a base: the patch script merges member by member.
+    let mut patch = Patch::new(cookie.clone());
+    change(&mut patch);
+    assert!(patch.base().is_none());
+    assert!(store.patch(&merged, &patch).await.unwrap());
+
+    // From a loaded record: the same changes, replaced whole.
+    let mut loaded = store.load(&replaced).await.unwrap().unwrap();
+    *loaded.cookie_mut() = cookie;
+    loaded
+        .data_mut()
+        .insert("added".into(), json!({"list": [], "n": 1}));
+    loaded.data_mut().insert("keep".into(), json!("now set"));
+    loaded.data_mut().remove("gone");
+    let patch = Patch::from_changes(&loaded, ["added", "keep", "gone", "never there"]);
+    assert_eq!(patch.base(), Some(NODE_RECORD.as_bytes()));
+    let sent = monitored(&redis_url(), async {
+        assert!(store.patch(&replaced, &patch).await.unwrap());
+    })
+    .await;
+    let script_calls: Vec<&String> = sent
+        .iter()
+        .filter(|line| line.starts_with("\"EVALSHA\""))
+        .collect();
+    assert_eq!(script_calls.len(), 1, "{sent:?}");
+    assert!(
+        !script_calls[0].contains("\"px\""),
+        "the replace script, not the patch script: {}",
+        script_calls[0]
+    );
+
+    assert_eq!(
+        get(&mut conn, &store.key(&replaced)).await,
+        get(&mut conn, &store.key(&merged)).await
+    );
+    let ttl = pttl(&mut conn, &store.key(&replaced)).await;
+    assert!((3_590_000..=3_600_000).contains(&ttl), "PTTL {ttl}");
+}
+
 /// Keys another app wrote between our read and our save survive the patch.
 #[tokio::test]
 async fn patch_keeps_keys_written_by_others() {
@@ -335,12 +393,15 @@ async fn patch_keeps_keys_written_by_others() {
     let mut rec = record(Some(HOUR));
     rec.data_mut().insert("cart".into(), json!([1]));
     store.save(&id, &rec).await.unwrap();
-    // Our request read `rec`; meanwhile a Node app wrote the whole record with a new key.
+    // Our request read the record (and the store remembered its bytes); meanwhile a Node app
+    // wrote the whole record with a new key.
+    let mut ours = store.load(&id).await.unwrap().unwrap();
+    assert!(ours.origin().is_some(), "a loaded record keeps its bytes");
     let mut theirs: Value = serde_json::from_str(&rec.to_json().unwrap()).unwrap();
     theirs["flash"] = json!({"info": ["saved"]});
     set(&mut conn, &store.key(&id), &theirs.to_string()).await;
-    // Our request changed the cart only.
-    let mut ours = rec.clone();
+    // Our request changed the cart only: the record is no longer the one it read, so the patch
+    // merges instead of replacing it whole.
     ours.data_mut().insert("cart".into(), json!([1, 2]));
     let patch = Patch::from_changes(&ours, ["cart"]);
     assert!(store.patch(&id, &patch).await.unwrap());
@@ -445,6 +506,17 @@ async fn corrupt_values_are_decode_errors_everywhere() {
 /// saw them: one per round trip. Commands that the Lua scripts run inside the server (shown as
 /// coming from `lua`) are not round trips and are left out.
 async fn round_trips(url: &str, work: impl std::future::Future<Output = ()>) -> Vec<(String, u64)> {
+    let mut counts = std::collections::BTreeMap::<String, u64>::new();
+    for line in monitored(url, work).await {
+        let name = line.split('"').nth(1).unwrap().to_ascii_lowercase();
+        *counts.entry(name).or_default() += 1;
+    }
+    counts.into_iter().collect()
+}
+
+/// The commands a client sent to the server while `work` ran, as `MONITOR` shows them
+/// (`"<command>" "<arg>"...`), without those the Lua scripts ran inside the server.
+async fn monitored(url: &str, work: impl std::future::Future<Output = ()>) -> Vec<String> {
     use futures_util::StreamExt as _;
 
     let client = redis::Client::open(url).unwrap();
@@ -459,20 +531,18 @@ async fn round_trips(url: &str, work: impl std::future::Future<Output = ()>) -> 
     let marker = format!("end-of-work-{}", SessionId::generate().as_str());
     let mut conn = raw(url).await;
     let _: String = cmd(&mut conn, redis::cmd("ECHO").arg(&marker)).await;
-    let mut counts = std::collections::BTreeMap::<String, u64>::new();
+    let mut commands = Vec::new();
     while let Some(line) = monitor.next().await {
         if line.contains(&marker) {
             break;
         }
         // `<time> [<db> <client address or "lua">] "<command>" "<arg>"...`
         let (source, command) = line.split_once("] ").unwrap();
-        if source.ends_with(" lua") {
-            continue;
+        if !source.ends_with(" lua") {
+            commands.push(command.to_owned());
         }
-        let name = command.split('"').nth(1).unwrap().to_ascii_lowercase();
-        *counts.entry(name).or_default() += 1;
     }
-    counts.into_iter().collect()
+    commands
 }
 
 /// A patch save is one round trip (one `EVALSHA`), a compare-and-swap too, counted by the server
