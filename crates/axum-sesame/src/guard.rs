@@ -9,6 +9,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use sesame_core::time::OffsetDateTime;
 use sesame_core::{
     Capabilities, DynStore, Error, IdHasher, Patch, Record, Result, SessionId, SessionStore,
     StoreEvent, StoreObserver, StoreOperation as Op, Swap,
@@ -70,7 +71,9 @@ impl GuardedStore {
         }
         match self.timeout {
             None => call.await,
-            Some(timeout) => match tokio::time::timeout(timeout, call).await {
+            // Boxed: only a store that made the request wait gets here, and the timer it needs
+            // would otherwise enlarge every request's future, the memory store's included.
+            Some(timeout) => match Box::pin(tokio::time::timeout(timeout, call)).await {
                 Ok(result) => result,
                 Err(_) => Err(Error::Timeout {
                     store: self.inner.name(),
@@ -78,6 +81,77 @@ impl GuardedStore {
                 }),
             },
         }
+    }
+}
+
+/// The end-of-request and load calls with the time the layer read for the request: the memory
+/// store, unobserved, is called synchronously at that time (no clock read, no future of its own);
+/// any other store is called as usual, through a boxed future, so that a request's future is not
+/// sized for a network call it never makes (one allocation is nothing next to a round trip).
+impl GuardedStore {
+    /// The memory store, when it is the store and no observer times its calls.
+    #[cfg(feature = "memory")]
+    fn direct_memory(&self) -> Option<&sesame_memory::MemoryStore> {
+        self.memory.as_ref().filter(|_| self.observer.is_none())
+    }
+
+    pub(crate) async fn load_at(
+        &self,
+        id: &SessionId,
+        now: OffsetDateTime,
+    ) -> Result<Option<Record>> {
+        #[cfg(feature = "memory")]
+        if let Some(memory) = self.direct_memory() {
+            return Ok(memory.load_at(&self.at_rest(id), now));
+        }
+        let _ = now;
+        Box::pin(self.load(id)).await
+    }
+
+    pub(crate) async fn create_at(
+        &self,
+        id: &SessionId,
+        record: &Record,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        #[cfg(feature = "memory")]
+        if let Some(memory) = self.direct_memory() {
+            return memory.create_at(&self.at_rest(id), record, now);
+        }
+        let _ = now;
+        Box::pin(self.create(id, record)).await
+    }
+
+    pub(crate) async fn patch_at(
+        &self,
+        id: &SessionId,
+        patch: &Patch,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        #[cfg(feature = "memory")]
+        if let Some(memory) = self.direct_memory() {
+            return Ok(memory.patch_at(&self.at_rest(id), patch, now));
+        }
+        let _ = now;
+        Box::pin(self.patch(id, patch)).await
+    }
+
+    /// Touches `id` at `now` with its cookie state alone when the store is the memory store,
+    /// called directly: all its touch reads. `false` for any other store, to be touched with a
+    /// record.
+    pub(crate) fn touch_in_place(
+        &self,
+        id: &SessionId,
+        cookie: &sesame_core::CookieState,
+        now: OffsetDateTime,
+    ) -> bool {
+        #[cfg(feature = "memory")]
+        if let Some(memory) = self.direct_memory() {
+            memory.touch_cookie_at(&self.at_rest(id), cookie, now);
+            return true;
+        }
+        let _ = (id, cookie, now);
+        false
     }
 }
 

@@ -307,7 +307,8 @@ enum StoreAction {
     Create(SessionId, Record),
     Save(SessionId, Record),
     Patch(SessionId, Patch),
-    Touch(SessionId, Record),
+    /// The record to send is built only for a store that needs more than the cookie state.
+    Touch(SessionId),
     Destroy(SessionId),
 }
 
@@ -320,7 +321,11 @@ enum CookieAction {
 
 /// express-session's end-of-request decisions (its `shouldSave`, `shouldTouch`, `shouldSetCookie`
 /// and `shouldDestroy`), taken on a used session.
-fn decide(config: &Config, state: &mut State) -> (StoreAction, CookieAction) {
+fn decide(
+    config: &Config,
+    state: &mut State,
+    now: sesame_core::time::OffsetDateTime,
+) -> (StoreAction, CookieAction) {
     if state.ephemeral {
         tracing::debug!("session is ephemeral (the store failed): not saved, no cookie");
         return (StoreAction::Nothing, CookieAction::Nothing);
@@ -342,7 +347,6 @@ fn decide(config: &Config, state: &mut State) -> (StoreAction, CookieAction) {
         return (StoreAction::Nothing, cookie);
     }
 
-    let now = sesame_core::now();
     state.prepare_write(config, now);
     let persisted = state.is_persisted();
     let save = if persisted {
@@ -385,7 +389,7 @@ fn decide(config: &Config, state: &mut State) -> (StoreAction, CookieAction) {
         StoreAction::Create(state.id(config), state.record.clone())
     } else if touch {
         // Touch moves the expiry only: the cookie state is all the store needs.
-        StoreAction::Touch(state.id(config), state.touch_record())
+        StoreAction::Touch(state.id(config))
     } else {
         StoreAction::Nothing
     };
@@ -434,7 +438,9 @@ async fn finish<B>(
         return Ok(());
     };
     let config = &session.config;
-    let (action, cookie) = decide(config, &mut lock_state(state));
+    // One clock read for the decision and the store call that carries it out.
+    let now = sesame_core::now();
+    let (action, cookie) = decide(config, &mut lock_state(state), now);
 
     let writes = matches!(
         action,
@@ -447,7 +453,7 @@ async fn finish<B>(
     match action {
         StoreAction::Nothing => {}
         StoreAction::Patch(id, patch) => {
-            if config.store.patch(&id, &patch).await? {
+            if config.store.patch_at(&id, &patch, now).await? {
                 mark_saved(state, &id);
             } else {
                 // Another request destroyed the session while this one ran: destroy wins, so the
@@ -463,7 +469,7 @@ async fn finish<B>(
         StoreAction::Create(mut id, record) => {
             let mut attempt = 1;
             loop {
-                match config.store.create(&id, &record).await {
+                match config.store.create_at(&id, &record, now).await {
                     Ok(()) => break,
                     Err(sesame_core::Error::AlreadyExists { .. }) if attempt < CREATE_ATTEMPTS => {
                         // The cookie has not been sent yet, so the session can still change id.
@@ -477,7 +483,16 @@ async fn finish<B>(
             }
             mark_saved(state, &id);
         }
-        StoreAction::Touch(id, record) => config.store.touch(&id, &record).await?,
+        StoreAction::Touch(id) => {
+            let touched = config
+                .store
+                .touch_in_place(&id, lock_state(state).record.cookie(), now);
+            if !touched {
+                let record = lock_state(state).touch_record();
+                // Boxed, as the other stores' calls (see `GuardedStore::load_at`).
+                Box::pin(config.store.touch(&id, &record)).await?;
+            }
+        }
         StoreAction::Destroy(id) => config.store.destroy(&id).await?,
     }
 

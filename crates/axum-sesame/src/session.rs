@@ -257,12 +257,13 @@ impl RequestSession {
             }
             return Ok(self.fresh_state());
         };
-        match self.config.store.load(&id).await {
+        match self.config.store.load_at(&id, sesame_core::now()).await {
             Ok(Some(record)) if self.config.past_absolute_timeout(&record) => {
                 // The store should have dropped it already (its deadline caps the expiry), unless
                 // another app (an Express app sharing the store) extended it: end it here.
                 tracing::debug!("session past its absolute timeout; destroying it");
-                if let Err(error) = self.config.store.destroy(&id).await {
+                // Boxed: a rare path, kept out of the size of every request's future.
+                if let Err(error) = Box::pin(self.config.store.destroy(&id)).await {
                     tracing::warn!(
                         error = &error as &dyn std::error::Error,
                         "could not destroy a session past its absolute timeout"

@@ -229,22 +229,65 @@ fn sign_with(key: &hmac::Key, id: &SessionId) -> String {
 /// into the output. This runs for every new session and every rolling cookie.
 fn sign_encoded(key: &hmac::Key, id: &SessionId) -> String {
     let tag = hmac::sign(key, id.as_str().as_bytes());
-    let mut signature = [0u8; 43];
-    let signature = match STANDARD_NO_PAD
-        .encode_slice(tag.as_ref(), &mut signature)
-        .ok()
-        .and_then(|len| std::str::from_utf8(&signature[..len]).ok())
-    {
-        Some(signature) => signature,
-        // 32 bytes always fit 43 characters; should that ever change, take the general path.
-        None => return encode_uri_component(&sign_with(key, id)),
-    };
-    let mut out = String::with_capacity(4 + id.as_str().len() + 1 + signature.len() + 16);
+    let mut out = String::with_capacity(4 + id.as_str().len() + 1 + 43 + 16);
     out.push_str("s%3A");
     push_uri_encoded(&mut out, id.as_str());
     out.push('.');
-    push_uri_encoded(&mut out, signature);
+    push_base64_uri_encoded(&mut out, tag.as_ref());
     out
+}
+
+/// Appends `encodeURIComponent` of the standard, unpadded base64 of `bytes` (what
+/// `cookie-signature` writes after the dot): `+` and `/`, the only base64 characters that need an
+/// escape, become `%2B` and `%2F`. Encoded on the stack, then copied in runs between escapes.
+fn push_base64_uri_encoded(out: &mut String, bytes: &[u8]) {
+    for chunk in bytes.chunks(SIGNATURE_CHUNK) {
+        let mut encoded = [0u8; SIGNATURE_CHUNK / 3 * 4];
+        let len = encode_base64(chunk, &mut encoded);
+        let mut rest = encoded.get(..len).unwrap_or_default();
+        while let Some(at) = memchr::memchr2(b'+', b'/', rest) {
+            out.push_str(std::str::from_utf8(&rest[..at]).unwrap_or_default());
+            out.push_str(if rest[at] == b'+' { "%2B" } else { "%2F" });
+            rest = &rest[at + 1..];
+        }
+        out.push_str(std::str::from_utf8(rest).unwrap_or_default());
+    }
+}
+
+/// Bytes encoded at a time by [`push_base64_uri_encoded`], a multiple of 3 so that only the last
+/// chunk has a partial group: an HMAC-SHA256 tag is one chunk.
+const SIGNATURE_CHUNK: usize = 33;
+
+/// Writes the standard, unpadded base64 of `bytes` (at most [`SIGNATURE_CHUNK`]) to `out`;
+/// returns its length.
+fn encode_base64(bytes: &[u8], out: &mut [u8; SIGNATURE_CHUNK / 3 * 4]) -> usize {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let letter = |group: u32, shift: u32| ALPHABET[((group >> shift) & 63) as usize];
+    let groups = bytes.chunks_exact(3);
+    let tail = groups.remainder();
+    let mut len = 0;
+    for (group, slot) in groups.zip(out.chunks_exact_mut(4)) {
+        let group = u32::from(group[0]) << 16 | u32::from(group[1]) << 8 | u32::from(group[2]);
+        slot.copy_from_slice(&[
+            letter(group, 18),
+            letter(group, 12),
+            letter(group, 6),
+            letter(group, 0),
+        ]);
+        len += 4;
+    }
+    let group = match *tail {
+        [a] => u32::from(a) << 16,
+        [a, b] => u32::from(a) << 16 | u32::from(b) << 8,
+        _ => return len,
+    };
+    let letters = [letter(group, 18), letter(group, 12), letter(group, 6)];
+    let written = tail.len() + 1;
+    if let Some(slot) = out.get_mut(len..len + written) {
+        slot.copy_from_slice(&letters[..written]);
+        len += written;
+    }
+    len
 }
 
 /// Verifies `<id>.<signature>` (the part after `s:`), as `cookie-signature`'s `unsign` does: the
@@ -557,6 +600,27 @@ pub fn decode_uri_component(value: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_pass_signature_encoding_is_encode_uri_component_of_base64() {
+        for len in 0..=40 {
+            for seed in 0..8u8 {
+                let bytes: Vec<u8> = (0..len as u8)
+                    .map(|i| i.wrapping_mul(97).wrapping_add(seed.wrapping_mul(61)) ^ 0xfb)
+                    .collect();
+                let mut fused = String::new();
+                push_base64_uri_encoded(&mut fused, &bytes);
+                assert_eq!(
+                    fused,
+                    encode_uri_component(&STANDARD_NO_PAD.encode(&bytes)),
+                    "{bytes:?}"
+                );
+            }
+        }
+        let mut escaped = String::new();
+        push_base64_uri_encoded(&mut escaped, &[0xfb, 0xff, 0xbf]);
+        assert_eq!(escaped, "%2B%2F%2B%2F");
+    }
 
     #[test]
     fn the_one_pass_signed_value_is_the_encoded_signed_value() {

@@ -64,7 +64,10 @@ pub fn user_of(data: &Map<String, Value>) -> Option<&str> {
 
 /// A time as milliseconds since the Unix epoch (the unit of [`SessionMeta`]'s times).
 pub fn unix_millis(at: OffsetDateTime) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+    // Seconds and milliseconds rather than nanoseconds divided: no 128-bit division.
+    at.unix_timestamp()
+        .saturating_mul(1000)
+        .saturating_add(i64::from(at.millisecond()))
 }
 
 /// The time `millis` after the Unix epoch, if it is a representable date.

@@ -321,6 +321,23 @@ impl CookieState {
         }
     }
 
+    /// [`store_expiry`](Self::store_expiry) in milliseconds since the Unix epoch, from `now` in
+    /// the same unit: integer arithmetic, for a store that keeps its expiries as numbers (the
+    /// memory store compares one on every call, where date arithmetic would cost more than the
+    /// lookup).
+    pub fn store_expiry_millis(&self, now_millis: i64, default_ttl: Duration) -> i64 {
+        let expiry = match self.expires {
+            Some(expires) => crate::unix_millis(expires),
+            None => now_millis
+                .saturating_add(i64::try_from(saturating_millis(default_ttl)).unwrap_or(i64::MAX))
+                .min(crate::unix_millis(LATEST)),
+        };
+        match self.deadline {
+            Some(deadline) => expiry.min(crate::unix_millis(deadline)),
+            None => expiry,
+        }
+    }
+
     /// Sets a max age from `now` (express's `cookie.maxAge = ms`): `expires` becomes `now + max_age`
     /// and `originalMaxAge` the max age. `None` makes it a browser-session cookie.
     pub fn set_max_age(&mut self, now: OffsetDateTime, max_age: Option<Duration>) {
@@ -371,11 +388,14 @@ impl CookieState {
     }
 }
 
+/// The last millisecond of year 9999: the latest date express's ISO 8601 format and the stores
+/// hold.
+const LATEST: OffsetDateTime = time::macros::datetime!(9999-12-31 23:59:59.999 UTC);
+
 /// `at + duration`, or the last millisecond of year 9999 (the latest date express's ISO 8601
 /// format and the stores hold) when the sum would be later: a huge max age or time to live means
 /// "never expires", not a panic.
 fn saturating_add(at: OffsetDateTime, duration: Duration) -> OffsetDateTime {
-    const LATEST: OffsetDateTime = time::macros::datetime!(9999-12-31 23:59:59.999 UTC);
     time::Duration::try_from(duration)
         .ok()
         .and_then(|duration| at.checked_add(duration))
@@ -449,6 +469,31 @@ mod iso8601 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_expiry_in_millis_agrees_with_the_date_form() {
+        let now = crate::now();
+        let hour = Duration::from_secs(3600);
+        let mut cases = vec![CookieState::default()];
+        let mut with_max_age = CookieState::default();
+        with_max_age.set_max_age(now, Some(Duration::from_secs(60)));
+        cases.push(with_max_age.clone());
+        with_max_age.deadline = Some(now + Duration::from_secs(30));
+        cases.push(with_max_age);
+        cases.push(CookieState {
+            deadline: Some(now + Duration::from_secs(7200)),
+            ..CookieState::default()
+        });
+        for ttl in [hour, Duration::MAX] {
+            for cookie in &cases {
+                assert_eq!(
+                    cookie.store_expiry_millis(crate::unix_millis(now), ttl),
+                    crate::unix_millis(cookie.store_expiry(now, ttl)),
+                    "{cookie:?} {ttl:?}"
+                );
+            }
+        }
+    }
     use time::macros::datetime;
 
     const EXPRESS_RECORD: &str = r#"{"cookie":{"originalMaxAge":86400000,"expires":"2026-11-24T00:06:37.123Z","secure":false,"httpOnly":true,"path":"/","sameSite":"lax"},"user":{"name":"ada","roles":["admin"]},"views":3}"#;

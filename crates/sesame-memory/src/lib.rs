@@ -36,7 +36,8 @@ use std::time::Duration;
 use sesame_core::serde_json::Value;
 use sesame_core::time::OffsetDateTime;
 use sesame_core::{
-    Capabilities, Error, META_KEY, Patch, Record, Result, SessionId, SessionStore, Swap, user_of,
+    Capabilities, CookieState, Error, META_KEY, Patch, Record, Result, SessionId, SessionStore,
+    Swap, unix_millis, user_of,
 };
 
 const STORE_NAME: &str = "memory";
@@ -73,8 +74,9 @@ struct Inner {
 
 struct Entry {
     record: Record,
-    /// When the entry dies: the record's cookie expiry, or the default TTL from its last write.
-    expires_at: OffsetDateTime,
+    /// When the entry dies, in milliseconds since the Unix epoch (compared on every call, so kept
+    /// as a number): the record's cookie expiry, or the default TTL from its last write.
+    expires_at: i64,
 }
 
 impl MemoryStore {
@@ -145,7 +147,7 @@ impl MemoryStore {
     }
 
     fn live_entries<T>(&self, mut pick: impl FnMut(&SessionId, &Entry) -> T) -> Vec<T> {
-        let now = sesame_core::now();
+        let now = unix_millis(sesame_core::now());
         let mut out = Vec::new();
         for shard in self.inner.shards.iter() {
             let map = read_lock(shard);
@@ -172,10 +174,94 @@ impl MemoryStore {
         }
     }
 
-    fn entry(&self, record: &Record, now: OffsetDateTime) -> Entry {
+    /// [`SessionStore::load`] with the current time given: synchronous, for a caller that has
+    /// read the clock already (the session layer reads it once per request, not once per call).
+    pub fn load_at(&self, id: &SessionId, now: OffsetDateTime) -> Option<Record> {
+        let now = unix_millis(now);
+        self.read(id)
+            .get(id)
+            .filter(|entry| entry.expires_at > now)
+            .map(|entry| entry.record.clone())
+    }
+
+    /// [`SessionStore::create`] at `now`, synchronously (see [`load_at`](Self::load_at)).
+    pub fn create_at(&self, id: &SessionId, record: &Record, now: OffsetDateTime) -> Result<()> {
+        let now = unix_millis(now);
+        let entry = self.entry(record, now);
+        let mut map = self.write(id);
+        // One probe of the map for the check and the insert.
+        let old = match map.entry(id.clone()) {
+            std::collections::hash_map::Entry::Occupied(existing)
+                if existing.get().expires_at > now =>
+            {
+                return Err(Error::AlreadyExists { store: STORE_NAME });
+            }
+            std::collections::hash_map::Entry::Occupied(mut dead) => Some(dead.insert(entry)),
+            std::collections::hash_map::Entry::Vacant(vacant) => {
+                vacant.insert(entry);
+                None
+            }
+        };
+        self.reindex(
+            id,
+            old.as_ref().and_then(|old| old.record.user()),
+            record.user(),
+        );
+        Ok(())
+    }
+
+    /// [`SessionStore::touch`] at `now`, synchronously (see [`load_at`](Self::load_at)).
+    pub fn touch_at(&self, id: &SessionId, record: &Record, now: OffsetDateTime) {
+        self.touch_cookie_at(id, record.cookie(), now);
+    }
+
+    /// A touch that takes the cookie state alone: all a touch of this store reads (it keeps no
+    /// index entry that expires), so a caller need not build a record for it.
+    pub fn touch_cookie_at(&self, id: &SessionId, touched: &CookieState, now: OffsetDateTime) {
+        let now = unix_millis(now);
+        let expires_at = touched.store_expiry_millis(now, self.inner.default_ttl);
+        let mut map = self.write(id);
+        if let Some(entry) = map.get_mut(id).filter(|entry| entry.expires_at > now) {
+            // A touch moves the expiry only: copy the expiry fields, not the whole cookie state.
+            let stored = entry.record.cookie_mut();
+            stored.expires = touched.expires;
+            stored.original_max_age = touched.original_max_age;
+            stored.deadline = touched.deadline;
+            entry.expires_at = expires_at;
+        }
+    }
+
+    /// [`SessionStore::patch`] at `now`, synchronously (see [`load_at`](Self::load_at)).
+    pub fn patch_at(&self, id: &SessionId, patch: &Patch, now: OffsetDateTime) -> bool {
+        let now = unix_millis(now);
+        let mut map = self.write(id);
+        let Some(entry) = map.get_mut(id).filter(|entry| entry.expires_at > now) else {
+            return false;
+        };
+        let old_user = entry.record.user().map(str::to_owned);
+        patch.apply_to(&mut entry.record);
+        entry.expires_at = entry
+            .record
+            .cookie()
+            .store_expiry_millis(now, self.inner.default_ttl);
+        let alive = entry.expires_at > now;
+        let new_user = alive
+            .then(|| entry.record.user().map(str::to_owned))
+            .flatten();
+        if !alive {
+            map.remove(id);
+        }
+        self.reindex(id, old_user.as_deref(), new_user.as_deref());
+        true
+    }
+
+    /// An entry for `record`, written at `now` (milliseconds since the Unix epoch).
+    fn entry(&self, record: &Record, now: i64) -> Entry {
         Entry {
             record: record.clone(),
-            expires_at: record.expiry(now, self.inner.default_ttl),
+            expires_at: record
+                .cookie()
+                .store_expiry_millis(now, self.inner.default_ttl),
         }
     }
 }
@@ -276,7 +362,7 @@ const SWEEP_BATCH: usize = 128;
 async fn sweep(inner: &Inner) -> usize {
     let mut removed = 0;
     for shard in inner.shards.iter() {
-        let now = sesame_core::now();
+        let now = unix_millis(sesame_core::now());
         let expired: Vec<SessionId> = read_lock(shard)
             .iter()
             .filter(|(_, entry)| entry.expires_at <= now)
@@ -336,16 +422,11 @@ fn write_lock<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 
 impl SessionStore for MemoryStore {
     async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
-        let now = sesame_core::now();
-        Ok(self
-            .read(id)
-            .get(id)
-            .filter(|entry| entry.expires_at > now)
-            .map(|entry| entry.record.clone()))
+        Ok(self.load_at(id, sesame_core::now()))
     }
 
     async fn save(&self, id: &SessionId, record: &Record) -> Result<()> {
-        let now = sesame_core::now();
+        let now = unix_millis(sesame_core::now());
         let entry = self.entry(record, now);
         let mut map = self.write(id);
         let new_user = (entry.expires_at > now).then(|| record.user()).flatten();
@@ -359,22 +440,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn create(&self, id: &SessionId, record: &Record) -> Result<()> {
-        let now = sesame_core::now();
-        let entry = self.entry(record, now);
-        let mut map = self.write(id);
-        if map
-            .get(id)
-            .is_some_and(|existing| existing.expires_at > now)
-        {
-            return Err(Error::AlreadyExists { store: STORE_NAME });
-        }
-        let old = map.insert(id.clone(), entry);
-        self.reindex(
-            id,
-            old.as_ref().and_then(|old| old.record.user()),
-            record.user(),
-        );
-        Ok(())
+        self.create_at(id, record, sesame_core::now())
     }
 
     async fn destroy(&self, id: &SessionId) -> Result<()> {
@@ -386,18 +452,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn touch(&self, id: &SessionId, record: &Record) -> Result<()> {
-        let now = sesame_core::now();
-        let expires_at = record.expiry(now, self.inner.default_ttl);
-        let mut map = self.write(id);
-        if let Some(entry) = map.get_mut(id).filter(|entry| entry.expires_at > now) {
-            // A touch moves the expiry only: copy the expiry fields, not the whole cookie state.
-            let stored = entry.record.cookie_mut();
-            let touched = record.cookie();
-            stored.expires = touched.expires;
-            stored.original_max_age = touched.original_max_age;
-            stored.deadline = touched.deadline;
-            entry.expires_at = expires_at;
-        }
+        self.touch_at(id, record, sesame_core::now());
         Ok(())
     }
 
@@ -415,23 +470,7 @@ impl SessionStore for MemoryStore {
 
     /// Applies the patch under the shard's write lock: atomic against every other write.
     async fn patch(&self, id: &SessionId, patch: &Patch) -> Result<bool> {
-        let now = sesame_core::now();
-        let mut map = self.write(id);
-        let Some(entry) = map.get_mut(id).filter(|entry| entry.expires_at > now) else {
-            return Ok(false);
-        };
-        let old_user = entry.record.user().map(str::to_owned);
-        patch.apply_to(&mut entry.record);
-        entry.expires_at = entry.record.expiry(now, self.inner.default_ttl);
-        let new_user = if entry.expires_at <= now {
-            map.remove(id);
-            None
-        } else {
-            map.get(id)
-                .and_then(|entry| entry.record.user().map(str::to_owned))
-        };
-        self.reindex(id, old_user.as_deref(), new_user.as_deref());
-        Ok(true)
+        Ok(self.patch_at(id, patch, sesame_core::now()))
     }
 
     async fn compare_and_swap(
@@ -441,7 +480,7 @@ impl SessionStore for MemoryStore {
         expected: Option<&Value>,
         new: Option<&Value>,
     ) -> Result<Swap> {
-        let now = sesame_core::now();
+        let now = unix_millis(sesame_core::now());
         let mut map = self.write(id);
         let Some(entry) = map.get_mut(id).filter(|entry| entry.expires_at > now) else {
             return Ok(Swap::Missing);
@@ -492,7 +531,7 @@ impl SessionStore for MemoryStore {
             .get(user)
             .map(|ids| ids.iter().cloned().collect())
             .unwrap_or_default();
-        let now = sesame_core::now();
+        let now = unix_millis(sesame_core::now());
         Ok(ids
             .into_iter()
             .filter_map(|id| {
