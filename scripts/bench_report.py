@@ -3,7 +3,10 @@
 
 Run after `cargo bench -p sesame-bench`:
     python3 scripts/bench_report.py [--svg docs/bench.svg] [--redis-svg docs/bench-redis.svg]
-Reads target/criterion/<store>_<scenario>/<implementation>/new/estimates.json (the median), prints
+Reads target/criterion/<store>_<scenario>/<implementation>/new/estimates.json (the median), and
+for the memory store the interleaved pass of the layer bench (target/criterion/interleaved.json:
+medians of batches run on each implementation in turn, the figures of record on a shared machine,
+with criterion's separate runs printed beside them); prints
 a Markdown table of ns/request with each implementation's ratio to raw axum and its extra cost
 over raw, and writes a grouped bar chart; for each store that has results (memory, from
 `--bench layer`; redis, from `--bench redis`). From the Redis bench it also prints the round trips
@@ -30,6 +33,17 @@ def load(root, store):
                 with open(path) as f:
                     results[(scenario, impl)] = json.load(f)["median"]["point_estimate"]
     return results
+
+
+def load_interleaved(root):
+    """The layer bench's interleaved pass (interleaved.json): {scenario: {impl: ns}}, as `load`
+    returns it, or {} when the pass has not run."""
+    path = os.path.join(root, "interleaved.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        report = json.load(f)
+    return {(scenario, impl): ns for scenario, impls in report.items() for impl, ns in impls.items()}
 
 
 def table(store, results, trips=None):
@@ -155,13 +169,20 @@ def main():
     parser.add_argument("--svg", default="docs/bench.svg")
     parser.add_argument("--redis-svg", default="docs/bench-redis.svg")
     args = parser.parse_args()
-    results = load(args.criterion, "memory")
+    separate = load(args.criterion, "memory")
+    interleaved = load_interleaved(args.criterion)
+    # The interleaved medians are the figures of record: every implementation measured under the
+    # same background load. criterion's separate runs are printed too, for comparison.
+    results = interleaved or separate
     redis = load(args.criterion, "redis")
     extras = redis_extras(args.criterion)
     if not results and not redis and not extras:
         sys.exit(f"no results under {args.criterion}: run `cargo bench -p sesame-bench` first")
+    if interleaved and separate:
+        print(table("memory store, criterion (separate runs)", separate))
+        print()
     if results:
-        print(table("memory store", results))
+        print(table("memory store" + (", interleaved" if interleaved else ""), results))
         with open(args.svg, "w") as f:
             f.write(svg(results, "Cost per request, memory store: raw axum vs sesame vs tower-sessions"))
         print(f"\nwrote {args.svg}")

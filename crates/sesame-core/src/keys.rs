@@ -536,25 +536,26 @@ fn decode_uri_component_into<'a>(value: &'a str, buffer: &'a mut [u8]) -> Option
     if !value.contains('%') {
         return Some(value);
     }
-    let bytes = value.as_bytes();
+    // Runs between escapes are copied whole (a signed cookie has a handful of escapes).
+    let mut rest = value.as_bytes();
     let mut len = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        let byte = if bytes[i] == b'%' {
-            match bytes.get(i + 1..i + 3).and_then(hex_pair) {
-                Some(byte) => {
-                    i += 3;
-                    byte
-                }
-                // An undecodable value is taken as it is, like cookie.parse does.
-                None => return Some(value),
-            }
-        } else {
-            i += 1;
-            bytes[i - 1]
+    loop {
+        let run = memchr::memchr(b'%', rest).unwrap_or(rest.len());
+        buffer
+            .get_mut(len..len + run)?
+            .copy_from_slice(&rest[..run]);
+        len += run;
+        rest = &rest[run..];
+        if rest.is_empty() {
+            break;
+        }
+        // An undecodable value is taken as it is, like cookie.parse does.
+        let Some(byte) = rest.get(1..3).and_then(hex_pair) else {
+            return Some(value);
         };
         *buffer.get_mut(len)? = byte;
         len += 1;
+        rest = &rest[3..];
     }
     match std::str::from_utf8(&buffer[..len]) {
         Ok(decoded) => Some(decoded),
@@ -574,26 +575,11 @@ pub fn decode_uri_component(value: &str) -> Cow<'_, str> {
     if !value.contains('%') {
         return Cow::Borrowed(value);
     }
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            match bytes.get(i + 1..i + 3).and_then(hex_pair) {
-                Some(byte) => {
-                    out.push(byte);
-                    i += 3;
-                }
-                None => return Cow::Borrowed(value),
-            }
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    match String::from_utf8(out) {
-        Ok(decoded) => Cow::Owned(decoded),
-        Err(_) => Cow::Borrowed(value),
+    // Decoding never lengthens a value, so a buffer of its length always suffices.
+    let mut buffer = vec![0; value.len()];
+    match decode_uri_component_into(value, &mut buffer) {
+        Some(decoded) if !std::ptr::eq(decoded, value) => Cow::Owned(decoded.to_owned()),
+        _ => Cow::Borrowed(value),
     }
 }
 
