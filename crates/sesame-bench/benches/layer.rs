@@ -11,14 +11,22 @@ use axum_sesame::core::serde_json;
 use criterion::{Criterion, criterion_group, criterion_main};
 use sesame_bench::*;
 
-fn layers(c: &mut Criterion) {
+/// The runtime that drives the apps, and the three apps on their memory stores.
+fn runtime_and_apps() -> (tokio::runtime::Runtime, impl App, impl App, impl App) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a runtime");
-    let raw = raw_app();
-    let sesame = sesame_memory_app();
-    let tower_sessions = tower_sessions_app();
+    (
+        runtime,
+        raw_app(),
+        sesame_memory_app(),
+        tower_sessions_app(),
+    )
+}
+
+fn layers(c: &mut Criterion) {
+    let (runtime, raw, sesame, tower_sessions) = runtime_and_apps();
     for scenario in SCENARIOS {
         let mut group = c.benchmark_group(format!("memory/{scenario}"));
         let path = format!("/{scenario}");
@@ -77,13 +85,7 @@ const BATCH: usize = 400;
 /// conditions; the median over the rounds of each implementation's ns/request is reported, and
 /// written to `interleaved.json` in criterion's directory for `scripts/bench_report.py`.
 fn interleaved(_: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    let raw = raw_app();
-    let sesame = sesame_memory_app();
-    let tower_sessions = tower_sessions_app();
+    let (runtime, raw, sesame, tower_sessions) = runtime_and_apps();
     let mut report = serde_json::Map::new();
     println!("interleaved ({ROUNDS} rounds of {BATCH} requests), median ns/request:");
     for scenario in SCENARIOS {

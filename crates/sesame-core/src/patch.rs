@@ -78,6 +78,16 @@ impl Patch {
         &self.remove
     }
 
+    /// The keys of session data removed: [`removals`](Self::removals) without `cookie`, which
+    /// names the cookie state in express-session's format, never data (a store writes the
+    /// patch's cookie state instead).
+    pub fn data_removals(&self) -> impl Iterator<Item = &str> {
+        self.remove
+            .iter()
+            .map(String::as_str)
+            .filter(|key| *key != crate::COOKIE_KEY)
+    }
+
     /// The new cookie state.
     pub fn cookie(&self) -> &CookieState {
         &self.cookie

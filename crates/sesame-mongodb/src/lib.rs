@@ -605,9 +605,7 @@ impl MongoStore {
             set.insert("lastModified", convert::to_bson_date(now));
         }
         let mut unset: Document = patch
-            .removals()
-            .iter()
-            .filter(|key| key.as_str() != COOKIE_KEY)
+            .data_removals()
             .map(|key| (format!("session.{key}"), Bson::String(String::new())))
             .collect();
         // The user index follows the meta object when the patch changes it; a patch of other keys

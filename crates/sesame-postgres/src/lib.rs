@@ -758,12 +758,7 @@ impl SessionStore for PostgresStore {
         let now = sesame_core::now();
         let expire = self.expiry(patch.cookie(), now);
         let set = serde_json::to_string(&PatchSet(patch)).map_err(Error::encode)?;
-        let removed: Vec<&str> = patch
-            .removals()
-            .iter()
-            .map(String::as_str)
-            .filter(|key| *key != COOKIE_KEY)
-            .collect();
+        let removed: Vec<&str> = patch.data_removals().collect();
         self.bounded(async {
             let queries = self.queries().await?;
             let pool = &self.inner.pool;

@@ -451,15 +451,10 @@ impl RedisStore {
             .arg(member(COOKIE_KEY, cookie)?);
         match patch {
             Some(patch) => {
-                // `cookie` is the cookie state's member, never session data.
-                let removals: Vec<&String> = patch
-                    .removals()
-                    .iter()
-                    .filter(|key| *key != COOKIE_KEY)
-                    .collect();
+                let removals: Vec<&str> = patch.data_removals().collect();
                 invocation.arg(removals.len());
                 for name in removals {
-                    invocation.arg(name.as_str());
+                    invocation.arg(name);
                 }
                 for (name, value) in patch.sets() {
                     if name != COOKIE_KEY {
@@ -495,12 +490,7 @@ impl RedisStore {
             return Ok(None);
         }
         let cookie = member(COOKIE_KEY, patch.cookie())?;
-        let removals: Vec<&str> = patch
-            .removals()
-            .iter()
-            .map(String::as_str)
-            .filter(|key| *key != COOKIE_KEY)
-            .collect();
+        let removals: Vec<&str> = patch.data_removals().collect();
         let sets = patch
             .sets()
             .iter()
