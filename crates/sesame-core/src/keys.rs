@@ -241,9 +241,14 @@ fn sign_encoded(key: &hmac::Key, id: &SessionId) -> String {
 /// `cookie-signature` writes after the dot): `+` and `/`, the only base64 characters that need an
 /// escape, become `%2B` and `%2F`. Encoded on the stack, then copied in runs between escapes.
 fn push_base64_uri_encoded(out: &mut String, bytes: &[u8]) {
-    for chunk in bytes.chunks(SIGNATURE_CHUNK) {
-        let mut encoded = [0u8; SIGNATURE_CHUNK / 3 * 4];
-        let len = encode_base64(chunk, &mut encoded);
+    // A multiple of 3 bytes per chunk, so that only the last one has a partial group; an
+    // HMAC-SHA256 tag is one chunk.
+    const CHUNK: usize = 48;
+    for chunk in bytes.chunks(CHUNK) {
+        let mut encoded = [0u8; CHUNK / 3 * 4];
+        let len = STANDARD_NO_PAD
+            .encode_slice(chunk, &mut encoded)
+            .unwrap_or_default();
         let mut rest = encoded.get(..len).unwrap_or_default();
         while let Some(at) = memchr::memchr2(b'+', b'/', rest) {
             out.push_str(std::str::from_utf8(&rest[..at]).unwrap_or_default());
@@ -252,42 +257,6 @@ fn push_base64_uri_encoded(out: &mut String, bytes: &[u8]) {
         }
         out.push_str(std::str::from_utf8(rest).unwrap_or_default());
     }
-}
-
-/// Bytes encoded at a time by [`push_base64_uri_encoded`], a multiple of 3 so that only the last
-/// chunk has a partial group: an HMAC-SHA256 tag is one chunk.
-const SIGNATURE_CHUNK: usize = 33;
-
-/// Writes the standard, unpadded base64 of `bytes` (at most [`SIGNATURE_CHUNK`]) to `out`;
-/// returns its length.
-fn encode_base64(bytes: &[u8], out: &mut [u8; SIGNATURE_CHUNK / 3 * 4]) -> usize {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let letter = |group: u32, shift: u32| ALPHABET[((group >> shift) & 63) as usize];
-    let groups = bytes.chunks_exact(3);
-    let tail = groups.remainder();
-    let mut len = 0;
-    for (group, slot) in groups.zip(out.chunks_exact_mut(4)) {
-        let group = u32::from(group[0]) << 16 | u32::from(group[1]) << 8 | u32::from(group[2]);
-        slot.copy_from_slice(&[
-            letter(group, 18),
-            letter(group, 12),
-            letter(group, 6),
-            letter(group, 0),
-        ]);
-        len += 4;
-    }
-    let group = match *tail {
-        [a] => u32::from(a) << 16,
-        [a, b] => u32::from(a) << 16 | u32::from(b) << 8,
-        _ => return len,
-    };
-    let letters = [letter(group, 18), letter(group, 12), letter(group, 6)];
-    let written = tail.len() + 1;
-    if let Some(slot) = out.get_mut(len..len + written) {
-        slot.copy_from_slice(&letters[..written]);
-        len += written;
-    }
-    len
 }
 
 /// Verifies `<id>.<signature>` (the part after `s:`), as `cookie-signature`'s `unsign` does: the
