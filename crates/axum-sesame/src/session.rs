@@ -165,9 +165,7 @@ impl State {
         let needs_created = config.absolute_timeout.is_some()
             && will_save
             && meta.and_then(|meta| meta.get("created")).is_none();
-        let logged_in = meta
-            .and_then(|meta| meta.get("user"))
-            .is_some_and(Value::is_string);
+        let logged_in = meta.and_then(sesame_core::meta_user).is_some();
         let needs_seen = persisted
             && logged_in
             && meta

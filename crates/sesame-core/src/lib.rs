@@ -33,7 +33,7 @@ pub use keys::{
     decode_uri_component, encode_uri_component, find_cookie_value, find_cookie_value_in_bytes,
     find_raw_cookie_value,
 };
-pub use meta::{META_KEY, SessionMeta, from_unix_millis, unix_millis, user_of};
+pub use meta::{META_KEY, SessionMeta, from_unix_millis, meta_user, unix_millis, user_of};
 pub use observe::{OperationSnapshot, StoreEvent, StoreMetrics, StoreObserver, StoreOperation};
 pub use patch::{Patch, Swap};
 pub use record::{COOKIE_KEY, CookieState, Record};

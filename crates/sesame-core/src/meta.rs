@@ -59,7 +59,13 @@ impl SessionMeta {
 
 /// The user id recorded in `data`, without decoding the rest of the meta object.
 pub fn user_of(data: &Map<String, Value>) -> Option<&str> {
-    data.get(META_KEY)?.get("user")?.as_str()
+    data.get(META_KEY).and_then(meta_user)
+}
+
+/// The user id recorded in a meta object (the value under [`META_KEY`]), for a caller that has
+/// looked the object up already.
+pub fn meta_user(meta: &Value) -> Option<&str> {
+    meta.get("user")?.as_str()
 }
 
 /// A time as milliseconds since the Unix epoch (the unit of [`SessionMeta`]'s times).

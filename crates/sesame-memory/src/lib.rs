@@ -210,13 +210,9 @@ impl MemoryStore {
         Ok(())
     }
 
-    /// [`SessionStore::touch`] at `now`, synchronously (see [`load_at`](Self::load_at)).
-    pub fn touch_at(&self, id: &SessionId, record: &Record, now: OffsetDateTime) {
-        self.touch_cookie_at(id, record.cookie(), now);
-    }
-
-    /// A touch that takes the cookie state alone: all a touch of this store reads (it keeps no
-    /// index entry that expires), so a caller need not build a record for it.
+    /// [`SessionStore::touch`] at `now`, synchronously (see [`load_at`](Self::load_at)), from the
+    /// cookie state alone: all a touch of this store reads (it keeps no index entry that expires),
+    /// so a caller need not build a record for it.
     pub fn touch_cookie_at(&self, id: &SessionId, touched: &CookieState, now: OffsetDateTime) {
         let now = unix_millis(now);
         let expires_at = touched.store_expiry_millis(now, self.inner.default_ttl);
@@ -452,7 +448,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn touch(&self, id: &SessionId, record: &Record) -> Result<()> {
-        self.touch_at(id, record, sesame_core::now());
+        self.touch_cookie_at(id, record.cookie(), sesame_core::now());
         Ok(())
     }
 
