@@ -430,15 +430,14 @@ impl RedisStore {
         Ok(out)
     }
 
-    /// The patch script's invocation: `patch`'s changes and `cookie`, with the expiry `expiry`
-    /// (`None`: the patched record has expired and is deleted).
+    /// The patch script's invocation: the member texts of a patch (or of a cookie state alone),
+    /// with the expiry `expiry` (`None`: the patched record has expired and is deleted).
     fn patch_invocation(
         &self,
         key: &str,
-        patch: Option<&Patch>,
-        cookie: &CookieState,
+        members: &Members<'_>,
         expiry: Option<Expiry>,
-    ) -> Result<redis::ScriptInvocation<'static>> {
+    ) -> redis::ScriptInvocation<'static> {
         let mut invocation = script::PATCH.prepare_invoke();
         invocation.key(key);
         match expiry {
@@ -448,25 +447,15 @@ impl RedisStore {
         };
         invocation
             .arg(self.script_now())
-            .arg(member(COOKIE_KEY, cookie)?);
-        match patch {
-            Some(patch) => {
-                let removals: Vec<&str> = patch.data_removals().collect();
-                invocation.arg(removals.len());
-                for name in removals {
-                    invocation.arg(name);
-                }
-                for (name, value) in patch.sets() {
-                    if name != COOKIE_KEY {
-                        invocation.arg(name.as_str()).arg(member(name, value)?);
-                    }
-                }
-            }
-            None => {
-                invocation.arg(0);
-            }
+            .arg(&members.cookie)
+            .arg(members.removals.len());
+        for name in &members.removals {
+            invocation.arg(*name);
         }
-        Ok(invocation)
+        for (name, text) in &members.sets {
+            invocation.arg(*name).arg(text);
+        }
+        invocation
     }
 
     /// The fast path of a patch, when it has one: the replace script with the record the patch
@@ -478,34 +467,23 @@ impl RedisStore {
         &self,
         key: &str,
         patch: &Patch,
+        members: &Members<'_>,
         ms: u64,
-    ) -> Result<Option<redis::ScriptInvocation<'static>>> {
-        let Some(base) = patch
+    ) -> Option<redis::ScriptInvocation<'static>> {
+        let base = patch
             .base()
-            .filter(|base| base.len() <= replace::MAX_BASE_LEN)
-        else {
-            return Ok(None);
-        };
+            .filter(|base| base.len() <= replace::MAX_BASE_LEN)?;
         if patch.user_change().is_some() {
-            return Ok(None);
+            return None;
         }
-        let cookie = member(COOKIE_KEY, patch.cookie())?;
-        let removals: Vec<&str> = patch.data_removals().collect();
-        let sets = patch
-            .sets()
-            .iter()
-            .filter(|(name, _)| *name != COOKIE_KEY)
-            .map(|(name, value)| Ok((name.as_str(), member(name, value)?)))
-            .collect::<Result<Vec<_>>>()?;
-        let Some((record, meta)) = replace::replaced(base, &cookie, &removals, &sets) else {
-            return Ok(None);
-        };
+        let (record, meta) =
+            replace::replaced(base, &members.cookie, &members.removals, &members.sets)?;
         if meta.and_then(user_in_meta).is_some() {
-            return Ok(None);
+            return None;
         }
         let mut invocation = script::REPLACE.prepare_invoke();
         invocation.key(key).arg(base).arg(record).arg(ms);
-        Ok(Some(invocation))
+        Some(invocation)
     }
 
     /// Runs the patch script (see [`patch_invocation`](Self::patch_invocation)), and with
@@ -549,6 +527,36 @@ impl RedisStore {
 fn user_in_meta(meta: &[u8]) -> Option<String> {
     let meta: Value = serde_json::from_slice(meta).ok()?;
     Some(meta.get("user")?.as_str()?.to_owned())
+}
+
+/// What a patch writes, as member texts: serialized once for either script.
+struct Members<'a> {
+    /// The `cookie` member.
+    cookie: String,
+    /// The names of the data members removed.
+    removals: Vec<&'a str>,
+    /// The data members set: name, and member text `"name":value`.
+    sets: Vec<(&'a str, String)>,
+}
+
+impl<'a> Members<'a> {
+    /// The members of `patch`'s changes and `cookie`, or of `cookie` alone. `cookie` is the
+    /// cookie state's member, never session data, so a patch's own `cookie` key is left out.
+    fn of(patch: Option<&'a Patch>, cookie: &CookieState) -> Result<Self> {
+        Ok(Self {
+            cookie: member(COOKIE_KEY, cookie)?,
+            removals: patch
+                .map(|patch| patch.data_removals().collect())
+                .unwrap_or_default(),
+            sets: patch
+                .map(|patch| patch.sets().iter())
+                .into_iter()
+                .flatten()
+                .filter(|(name, _)| *name != COOKIE_KEY)
+                .map(|(name, value)| Ok((name.as_str(), member(name, value)?)))
+                .collect::<Result<_>>()?,
+        })
+    }
 }
 
 /// The JSON text of one member of a record, `"name":value`, as `serde_json` writes it in
@@ -738,8 +746,8 @@ impl SessionStore for RedisStore {
             // Without TTLs the cookie's expiry is the only one: rewrite the cookie member, keep
             // the data, never create. The script tells the session's user.
             Some(Expiry::Never) => {
-                let invocation =
-                    self.patch_invocation(&key, None, record.cookie(), Some(Expiry::Never))?;
+                let members = Members::of(None, record.cookie())?;
+                let invocation = self.patch_invocation(&key, &members, Some(Expiry::Never));
                 let patched = self.run_patch(&key, &invocation, None).await?;
                 if let Patched::Applied { meta: Some(meta) } = patched {
                     if let Some(user) = user_in_meta(&meta) {
@@ -821,15 +829,16 @@ impl SessionStore for RedisStore {
         let key = self.key(id);
         let now = sesame_core::now();
         let expiry = self.expiry_of(patch.cookie(), now);
+        let members = Members::of(Some(patch), patch.cookie())?;
         if let Some(Expiry::Millis(ms)) = expiry {
-            if let Some(replace) = self.replace_invocation(&key, patch, ms)? {
+            if let Some(replace) = self.replace_invocation(&key, patch, &members, ms) {
                 if self.invoke::<i64>(&replace).await? == 1 {
                     return Ok(true);
                 }
                 // Changed (or gone) since this request loaded it: merge member by member.
             }
         }
-        let invocation = self.patch_invocation(&key, Some(patch), patch.cookie(), expiry)?;
+        let invocation = self.patch_invocation(&key, &members, expiry);
         let change = patch.user_change();
         let index = match (expiry, change) {
             (Some(expiry), Some(Some(user))) => {
