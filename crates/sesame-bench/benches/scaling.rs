@@ -60,7 +60,7 @@ const MAX_ENV: &str = "SCALING_MAX_SESSIONS";
 const HOT_PROBES: usize = 1024;
 /// The probes of `load-spread`.
 const SPREAD_PROBES: usize = 65_536;
-/// Sessions the requests read during the sweep measurement: enough to spread over all 64 shards.
+/// Sessions the requests read during the sweep measurement: spread over the shards.
 const SWEEP_PROBES: usize = 256;
 /// Max age of the sessions the sweep removes.
 const SWEEP_MAX_AGE: Duration = Duration::from_secs(2);
@@ -329,11 +329,12 @@ fn memory(count: usize) -> Value {
     };
     let per_session = after.saturating_sub(before) as f64 / count as f64;
     let beyond = per_session - payload as f64;
-    // The shards' hash tables hold each entry inline, at 64 shards of a power-of-two bucket count
-    // no more than 7/8 full.
-    let per_shard = count.div_ceil(64);
+    // The shards' hash tables hold each entry inline, in power-of-two bucket counts no more than
+    // 7/8 full.
+    let shards = MemoryStore::SHARDS;
+    let per_shard = count.div_ceil(shards);
     let buckets = (per_shard * 8).div_ceil(7).next_power_of_two();
-    let table_per_session = (64 * buckets * (inline_slot_bytes() + 1)) as f64 / count as f64;
+    let table_per_session = (shards * buckets * (inline_slot_bytes() + 1)) as f64 / count as f64;
     eprintln!(
         "report/memory: {count} sessions of {payload} B of data in {:.2} s: RSS {:.1} MiB -> \
          {:.1} MiB, {per_session:.0} B per session, {beyond:.0} B beyond the data \
@@ -440,13 +441,14 @@ fn sweep_stall(count: usize) -> Value {
         let during_rate = per_second(during.count, sweep_time);
         eprintln!(
             "report/sweep: {count} expired sessions (filled in {:.2} s); sweep() took {:.1} ms, \
-             {:.2} ms per shard under its write lock on average\n\
+             {:.2} ms per shard on average ({} shards)\n\
              report/sweep:   without a sweep ({} ms): {baseline}; {baseline_rate} requests/s\n\
              report/sweep:   during the sweep: {during}; {during_rate} requests/s\n\
              report/sweep:   RSS {:.1} MiB before filling, {:.1} MiB filled, {:.1} MiB after the sweep",
             fill_time.as_secs_f64(),
             sweep_time.as_secs_f64() * 1e3,
-            sweep_time.as_secs_f64() * 1e3 / 64.0,
+            sweep_time.as_secs_f64() * 1e3 / MemoryStore::SHARDS as f64,
+            MemoryStore::SHARDS,
             BASELINE_WINDOW.as_millis(),
             rss_before.map_or(f64::NAN, mib),
             rss_filled.map_or(f64::NAN, mib),

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use axum::routing::get;
+use axum_sesame::core::CookieState;
 use axum_sesame::core::serde_json::{Map, Value};
-use axum_sesame::core::{CookieState, time::OffsetDateTime};
 use axum_sesame::{KeyRing, MemoryStore, Record, SessionId, SessionLayer, SessionStore};
 use tower::Layer;
 
@@ -161,10 +161,10 @@ pub fn signed_cookies(ids: &[SessionId]) -> Vec<String> {
 }
 
 /// Bytes each session takes inline in a shard's hash table, empty slots included: the memory
-/// store's entry is a [`Record`] and an expiry next to the [`SessionId`] key (its private `Entry`
+/// store's entry is a [`Record`] and an expiry in milliseconds next to the [`SessionId`] key (its private `Entry`
 /// type has exactly these fields).
 pub fn inline_slot_bytes() -> usize {
-    std::mem::size_of::<(SessionId, Record, OffsetDateTime)>()
+    std::mem::size_of::<(SessionId, Record, i64)>()
 }
 
 /// The inline size of a [`Record`] and of its [`CookieState`].

@@ -24,30 +24,47 @@ const GENERATED_ID_BYTES: usize = 24;
 /// base64url, the same shape as express-session's ids. Ids that come from elsewhere (a custom
 /// generator, or a cookie set by an Express app) are accepted when they are 1 to
 /// [`MAX_ID_LEN`] bytes of visible ASCII, which is what a cookie value can carry.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(Arc<str>);
+///
+/// Ids of up to 38 bytes (every generated id, every express-session id, UUIDs)
+/// are held inline: cloning one is a copy, not a reference count, and a store's hash table
+/// compares and rehashes its keys without following a pointer to each one (on a table of a
+/// million sessions, that pointer is a cache miss per key). Longer ids are shared on the heap.
+#[derive(Clone)]
+pub struct SessionId(Repr);
+
+/// The longest id held inline in a [`SessionId`], in bytes: a UUID's 36 and then some.
+const INLINE_CAPACITY: usize = 38;
+
+#[derive(Clone)]
+enum Repr {
+    /// `bytes[..len]` is the id, visible ASCII (so valid UTF-8); the rest is zero.
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_CAPACITY],
+    },
+    Shared(Arc<str>),
+}
 
 impl SessionId {
     /// Generates a new random id (192 bits from the system CSPRNG, base64url without padding).
     pub fn generate() -> Self {
         let mut bytes = [0u8; GENERATED_ID_BYTES];
         RANDOM_POOL.with(|pool| pool.borrow_mut().take(&mut bytes));
-        // 24 bytes are 32 base64 characters: encode on the stack, one allocation for the id.
-        let mut encoded = [0u8; 32];
-        match URL_SAFE_NO_PAD
-            .encode_slice(bytes, &mut encoded)
-            .ok()
-            .and_then(|len| std::str::from_utf8(&encoded[..len]).ok())
-        {
-            Some(id) => Self(Arc::from(id)),
-            None => Self(Arc::from(URL_SAFE_NO_PAD.encode(bytes))),
+        // 24 bytes are 32 base64 characters, encoded straight into the inline buffer.
+        let mut encoded = [0u8; INLINE_CAPACITY];
+        match URL_SAFE_NO_PAD.encode_slice(bytes, &mut encoded) {
+            Ok(len) => Self(Repr::Inline {
+                len: len as u8,
+                bytes: encoded,
+            }),
+            Err(_) => Self::from_valid(&URL_SAFE_NO_PAD.encode(bytes)),
         }
     }
 
     /// Accepts an id produced elsewhere (a custom generator, an Express app), checking its shape.
     pub fn parse(id: &str) -> Result<Self, InvalidSessionId> {
         if is_valid_id(id) {
-            Ok(Self(id.into()))
+            Ok(Self::from_valid(id))
         } else {
             Err(InvalidSessionId { len: id.len() })
         }
@@ -56,19 +73,48 @@ impl SessionId {
     /// An id sesame built itself from a known-good alphabet (base64url), skipping the check.
     pub(crate) fn from_trusted(id: String) -> Self {
         debug_assert!(is_valid_id(&id));
-        Self(Arc::from(id))
+        Self::from_valid(&id)
+    }
+
+    /// An id whose shape has been checked: inline when it fits, shared otherwise.
+    fn from_valid(id: &str) -> Self {
+        if id.len() <= INLINE_CAPACITY {
+            let mut bytes = [0u8; INLINE_CAPACITY];
+            bytes[..id.len()].copy_from_slice(id.as_bytes());
+            Self(Repr::Inline {
+                len: id.len() as u8,
+                bytes,
+            })
+        } else {
+            Self(Repr::Shared(Arc::from(id)))
+        }
+    }
+
+    /// The id's bytes (visible ASCII).
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Repr::Shared(id) => id.as_bytes(),
+        }
     }
 
     /// The id as a string slice.
+    #[inline]
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            // Always valid: inline ids are built only from checked ids and base64url, so this
+            // never falls back (and an id is at most 38 bytes, so the check is cheap).
+            Repr::Inline { .. } => std::str::from_utf8(self.as_bytes()).unwrap_or_default(),
+            Repr::Shared(id) => id,
+        }
     }
 
     /// A public name for this session that reveals nothing about its id: the first 128 bits of
     /// the id's SHA-256, in base64url. Safe to put in a page (a "sessions of my account" list
     /// with a revoke button): nobody can turn it back into the id, let alone a signed cookie.
     pub fn handle(&self) -> String {
-        let digest = ring::digest::digest(&ring::digest::SHA256, self.0.as_bytes());
+        let digest = ring::digest::digest(&ring::digest::SHA256, self.as_bytes());
         URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16])
     }
 }
@@ -139,29 +185,61 @@ pub fn random_secret() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+// Equality, ordering and hashing are the id's bytes', computed without going through `&str`
+// (hash tables call them on every probe). `Hash` writes exactly what `str`'s does, as
+// `Borrow<str>` requires: a table keyed by ids can be queried with a `&str`.
+impl PartialEq for SessionId {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for SessionId {}
+
+impl PartialOrd for SessionId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SessionId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
+impl std::hash::Hash for SessionId {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write(self.as_bytes());
+        state.write_u8(0xff);
+    }
+}
+
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for SessionId {
     /// Ids are bearer credentials: debug output shows only a prefix, so logs do not leak them.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let prefix: String = self.0.chars().take(4).collect();
+        let prefix: String = self.as_str().chars().take(4).collect();
         write!(f, "SessionId({prefix}…)")
     }
 }
 
 impl AsRef<str> for SessionId {
     fn as_ref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl Borrow<str> for SessionId {
     fn borrow(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
@@ -219,6 +297,41 @@ mod tests {
         assert!(SessionId::parse("ünïcode").is_err());
         assert!(SessionId::parse("550e8400-e29b-41d4-a716-446655440000").is_ok());
         assert!(SessionId::parse(&"a".repeat(MAX_ID_LEN)).is_ok());
+    }
+
+    #[test]
+    fn inline_and_shared_ids_behave_as_their_text() {
+        use std::collections::HashSet;
+        use std::hash::BuildHasher;
+        let uuid = "550e8400-e29b-41d4-a716-446655440000";
+        let long = "l".repeat(INLINE_CAPACITY + 1);
+        let edge = "e".repeat(INLINE_CAPACITY);
+        let hasher = std::collections::hash_map::RandomState::new();
+        let mut set = HashSet::new();
+        for text in [uuid, long.as_str(), edge.as_str(), "x"] {
+            let id = SessionId::parse(text).unwrap();
+            assert_eq!(id.as_str(), text);
+            assert_eq!(id.as_bytes(), text.as_bytes());
+            assert_eq!(id.to_string(), text);
+            // What `Borrow<str>` promises: the same hash as the text, so a `&str` finds the id.
+            assert_eq!(hasher.hash_one(&id), hasher.hash_one(text));
+            set.insert(id);
+        }
+        assert!(set.contains(uuid) && set.contains(long.as_str()) && set.contains("x"));
+        let generated = SessionId::generate();
+        assert_eq!(
+            SessionId::parse(generated.as_str())
+                .unwrap()
+                .cmp(&generated),
+            std::cmp::Ordering::Equal
+        );
+        assert!(SessionId::parse("a").unwrap() < SessionId::parse("b").unwrap());
+        assert!(SessionId::parse(&long).unwrap() > SessionId::parse("l").unwrap());
+    }
+
+    #[test]
+    fn an_id_is_small() {
+        assert!(std::mem::size_of::<SessionId>() <= 40);
     }
 
     #[test]
