@@ -136,6 +136,25 @@ impl GuardedStore {
         Box::pin(self.patch(id, patch)).await
     }
 
+    /// Writes `record` whole in place of `id`'s when the store is the memory store, called
+    /// directly, and still holds the data `loaded` was read with: the outcome of a patch without
+    /// building one. `None` when that does not apply (another store, or a concurrent write got
+    /// there first): patch instead.
+    pub(crate) fn replace_in_place(
+        &self,
+        id: &SessionId,
+        loaded: &Record,
+        record: &Record,
+        now: OffsetDateTime,
+    ) -> Option<bool> {
+        #[cfg(feature = "memory")]
+        if let Some(memory) = self.direct_memory() {
+            return memory.replace_if_unchanged_at(&self.at_rest(id), loaded, record, now);
+        }
+        let _ = (id, loaded, record, now);
+        None
+    }
+
     /// Touches `id` at `now` with its cookie state alone when the store is the memory store,
     /// called directly: all its touch reads. `false` for any other store, to be touched with a
     /// record.

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use http::header::HeaderName;
 use http::uri::Scheme;
 use http::{HeaderValue, Request, Response, StatusCode};
-use sesame_core::{CookieOptions, DynStore, Patch, Record, SessionId, SessionStore};
+use sesame_core::{CookieOptions, DynStore, Record, SessionId, SessionStore};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -306,7 +306,8 @@ enum StoreAction {
     Nothing,
     Create(SessionId, Record),
     Save(SessionId, Record),
-    Patch(SessionId, Patch),
+    /// The patch is built only when the store cannot take the record whole (see `finish`).
+    Patch(SessionId),
     /// The record to send is built only for a store that needs more than the cookie state.
     Touch(SessionId),
     Destroy(SessionId),
@@ -381,8 +382,7 @@ fn decide(
     let store = if save && persisted && config.store.capabilities().patch {
         // Only this request's changes: keys other requests wrote meanwhile survive, and a session
         // destroyed meanwhile stays destroyed.
-        let patch = state.patch();
-        StoreAction::Patch(state.id(config), patch)
+        StoreAction::Patch(state.id(config))
     } else if save && persisted {
         StoreAction::Save(state.id(config), state.record.clone())
     } else if save {
@@ -452,8 +452,23 @@ async fn finish<B>(
     }
     match action {
         StoreAction::Nothing => {}
-        StoreAction::Patch(id, patch) => {
-            if config.store.patch_at(&id, &patch, now).await? {
+        StoreAction::Patch(id) => {
+            let replaced = {
+                let state = lock_state(state);
+                state.loaded.as_ref().and_then(|loaded| {
+                    config
+                        .store
+                        .replace_in_place(&id, loaded, &state.record, now)
+                })
+            };
+            let written = match replaced {
+                Some(written) => written,
+                None => {
+                    let patch = lock_state(state).patch();
+                    config.store.patch_at(&id, &patch, now).await?
+                }
+            };
+            if written {
                 mark_saved(state, &id);
             } else {
                 // Another request destroyed the session while this one ran: destroy wins, so the

@@ -71,6 +71,11 @@ pub(crate) struct State {
     /// The id under which the store holds this session's record (loaded or saved this request).
     pub(crate) stored_id: Option<SessionId>,
     pub(crate) record: Record,
+    /// The record as the store held it, kept when the data is first changed (a clone that shares
+    /// the store's copy of the data, which also keeps the store from changing that copy in place):
+    /// while the store still holds exactly that data, the memory store can take the whole record
+    /// instead of applying a patch of the changed keys.
+    pub(crate) loaded: Option<Record>,
     /// The client does not have a cookie for `id` yet.
     pub(crate) is_new: bool,
     /// The data differs from what was loaded (or created): express-session's "modified", which
@@ -101,6 +106,7 @@ impl State {
             id,
             stored_id: None,
             record,
+            loaded: None,
             is_new: true,
             modified: false,
             unsaved: false,
@@ -142,6 +148,14 @@ impl State {
         self.id.is_some() && self.stored_id == self.id
     }
 
+    /// The data, for a change: keeps the record as loaded first (see [`State::loaded`]).
+    fn data_mut(&mut self) -> &mut Map<String, Value> {
+        if self.loaded.is_none() && self.is_persisted() {
+            self.loaded = Some(self.record.clone());
+        }
+        self.record.data_mut()
+    }
+
     fn mark_changed(&mut self, key: &str) {
         self.modified = true;
         self.unsaved = true;
@@ -181,9 +195,7 @@ impl State {
             if needs_seen {
                 meta.seen = Some(unix_millis(now));
             }
-            self.record
-                .data_mut()
-                .insert(META_KEY.to_owned(), meta.to_value());
+            self.data_mut().insert(META_KEY.to_owned(), meta.to_value());
             self.unsaved = true;
             if !self.changed_keys.iter().any(|key| key == META_KEY) {
                 self.changed_keys.push(META_KEY.to_owned());
@@ -226,6 +238,7 @@ impl State {
         self.stored_id.clone_from(&self.id);
         self.unsaved = false;
         self.changed_keys.clear();
+        self.loaded = None;
     }
 }
 
@@ -399,7 +412,7 @@ impl Session {
         }
         let mut state = self.lock();
         if state.record.data().get(key) != Some(&value) {
-            state.record.data_mut().insert(key.to_owned(), value);
+            state.data_mut().insert(key.to_owned(), value);
             state.mark_changed(key);
         }
         Ok(())
@@ -423,7 +436,7 @@ impl Session {
     /// Removes `key`, returning its JSON value.
     pub fn remove_value(&self, key: &str) -> Option<Value> {
         let mut state = self.lock();
-        let removed = state.record.data_mut().remove(key);
+        let removed = state.data_mut().remove(key);
         if removed.is_some() {
             state.mark_changed(key);
         }
@@ -471,7 +484,7 @@ impl Session {
             .cloned()
             .collect();
         for key in keys {
-            state.record.data_mut().remove(&key);
+            state.data_mut().remove(&key);
             state.mark_changed(&key);
         }
     }
@@ -551,6 +564,7 @@ impl Session {
         let mut state = self.lock();
         if state.has_id(&id) {
             state.record = record;
+            state.loaded = None;
             state.unsaved = false;
             state.cookie_changed = false;
             state.changed_keys.clear();
@@ -653,14 +667,14 @@ impl Session {
             state.changed_keys.retain(|k| k != key);
             match outcome {
                 Swap::Done => {
-                    state.record.data_mut().insert(key.to_owned(), next_value);
+                    state.data_mut().insert(key.to_owned(), next_value);
                     return Ok(next);
                 }
                 Swap::Changed(Some(newer)) => {
-                    state.record.data_mut().insert(key.to_owned(), newer);
+                    state.data_mut().insert(key.to_owned(), newer);
                 }
                 Swap::Changed(None) => {
-                    state.record.data_mut().remove(key);
+                    state.data_mut().remove(key);
                 }
                 Swap::Missing => return Err(SessionError::NotFound),
             }

@@ -15,7 +15,7 @@ use common::*;
 
 const REQUESTS: usize = 100;
 
-fn concurrent_app(store: CountingStore) -> Router {
+fn concurrent_app(store: impl SessionStore) -> Router {
     Router::new()
         .route(
             "/start",
@@ -89,6 +89,35 @@ async fn concurrent_requests_setting_different_keys_all_survive() {
         0,
         "no whole-record writes"
     );
+}
+
+/// The bare memory store is called directly by the layer, which writes a record whole when the
+/// store still holds the data the request loaded and patches it otherwise: the race must lose
+/// nothing either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_on_the_bare_memory_store_lose_no_key() {
+    let store = axum_sesame::MemoryStore::new();
+    let app = concurrent_app(store.clone());
+    let pair = get_path(&app, "/start", None).await.cookie_pair();
+    let id = SessionId::parse(&id_of(&pair)).unwrap();
+    for round in 0..5 {
+        let paths = (0..REQUESTS)
+            .map(|n| format!("/set/key{round}x{n}"))
+            .collect();
+        for reply in race(&app, paths, &pair).await {
+            assert_eq!(reply.status, 200);
+        }
+    }
+    let record = store.load(&id).await.unwrap().unwrap();
+    for round in 0..5 {
+        for n in 0..REQUESTS {
+            assert!(
+                record.data().contains_key(&format!("key{round}x{n}")),
+                "key{round}x{n} lost"
+            );
+        }
+    }
+    assert_eq!(record.data().get("started"), Some(&serde_json::json!(true)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -92,6 +92,13 @@ impl Record {
         Arc::make_mut(&mut self.data)
     }
 
+    /// Whether the two records share one copy of their data: both are clones of one record whose
+    /// data neither has changed since. A store that hands out clones of its records can tell from
+    /// this, without comparing any data, that a request's base is still what it holds.
+    pub fn shares_data_with(&self, other: &Record) -> bool {
+        Arc::ptr_eq(&self.data, &other.data)
+    }
+
     /// The cookie state kept with the record.
     pub fn cookie(&self) -> &CookieState {
         &self.cookie

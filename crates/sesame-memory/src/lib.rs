@@ -236,13 +236,52 @@ impl MemoryStore {
 
     /// [`SessionStore::patch`] at `now`, synchronously (see [`load_at`](Self::load_at)).
     pub fn patch_at(&self, id: &SessionId, patch: &Patch, now: OffsetDateTime) -> bool {
+        self.rewrite_at(id, now, |record| {
+            patch.apply_to(record);
+            true
+        })
+        .unwrap_or(false)
+    }
+
+    /// Replaces `id`'s record with `record` at `now` if the store still holds the data `loaded`
+    /// was read with (see [`Record::shares_data_with`]): then the whole record is exactly what
+    /// patching this request's changes onto the stored one would give, without building or
+    /// applying the patch. `None` when another write got there first (patch instead), `false`
+    /// when the session is gone, `true` when replaced.
+    pub fn replace_if_unchanged_at(
+        &self,
+        id: &SessionId,
+        loaded: &Record,
+        record: &Record,
+        now: OffsetDateTime,
+    ) -> Option<bool> {
+        self.rewrite_at(id, now, |stored| {
+            if !stored.shares_data_with(loaded) {
+                return false;
+            }
+            *stored = record.clone();
+            true
+        })
+    }
+
+    /// Rewrites the live record of `id` with `rewrite` under its shard's lock, then moves its
+    /// expiry and user index entry: `Some(false)` when there is no live record, `None` when
+    /// `rewrite` declined (returned `false`, leaving the record as it was).
+    fn rewrite_at(
+        &self,
+        id: &SessionId,
+        now: OffsetDateTime,
+        rewrite: impl FnOnce(&mut Record) -> bool,
+    ) -> Option<bool> {
         let now = unix_millis(now);
         let mut map = self.write(id);
         let Some(entry) = map.get_mut(id).filter(|entry| entry.expires_at > now) else {
-            return false;
+            return Some(false);
         };
         let old_user = entry.record.user().map(str::to_owned);
-        patch.apply_to(&mut entry.record);
+        if !rewrite(&mut entry.record) {
+            return None;
+        }
         entry.expires_at = entry
             .record
             .cookie()
@@ -255,7 +294,7 @@ impl MemoryStore {
             map.remove(id);
         }
         self.reindex(id, old_user.as_deref(), new_user.as_deref());
-        true
+        Some(true)
     }
 
     /// An entry for `record`, written at `now` (milliseconds since the Unix epoch).
@@ -673,6 +712,57 @@ mod tests {
             "emptied tables shrink: {before} slots before, {} after",
             capacity(&store)
         );
+    }
+
+    #[tokio::test]
+    async fn a_record_replaces_the_stored_one_only_while_the_store_holds_what_it_was_loaded_from() {
+        use sesame_core::serde_json::json;
+        let store = MemoryStore::new();
+        let id = SessionId::generate();
+        let mut first = record_expiring_in(Duration::from_secs(60));
+        first.data_mut().insert("a".into(), json!(1));
+        store.save(&id, &first).await.unwrap();
+        let now = sesame_core::now();
+
+        // Unchanged since the load: the whole record goes in.
+        let loaded = store.load(&id).await.unwrap().unwrap();
+        let mut mine = loaded.clone();
+        mine.data_mut().insert("b".into(), json!(2));
+        assert_eq!(
+            store.replace_if_unchanged_at(&id, &loaded, &mine, now),
+            Some(true)
+        );
+        assert_eq!(store.load(&id).await.unwrap().unwrap(), mine);
+
+        // Another request wrote meanwhile: declined (the caller patches), nothing lost.
+        let loaded = store.load(&id).await.unwrap().unwrap();
+        let mut other = Patch::new(loaded.cookie().clone());
+        other.set("c", json!(3));
+        assert!(store.patch_at(&id, &other, now));
+        let mut stale = loaded.clone();
+        stale.data_mut().insert("d".into(), json!(4));
+        assert_eq!(
+            store.replace_if_unchanged_at(&id, &loaded, &stale, now),
+            None
+        );
+        let stored = store.load(&id).await.unwrap().unwrap();
+        assert_eq!(stored.data().get("c"), Some(&json!(3)));
+        assert_eq!(stored.data().get("d"), None);
+
+        // A record equal to the stored one but read separately is not the same copy.
+        let equal = Record::from_parts(stored.data().clone(), stored.cookie().clone());
+        assert_eq!(
+            store.replace_if_unchanged_at(&id, &equal, &stale, now),
+            None
+        );
+
+        // Gone: nothing is written.
+        store.destroy(&id).await.unwrap();
+        assert_eq!(
+            store.replace_if_unchanged_at(&id, &stored, &stale, now),
+            Some(false)
+        );
+        assert!(store.load(&id).await.unwrap().is_none());
     }
 
     #[tokio::test]
