@@ -62,9 +62,12 @@ fn latency(c: &mut Criterion) {
     let runtime = current_thread();
     match runtime.block_on(count_round_trips(url, SESAME_PREFIX)) {
         Ok(rows) => {
-            println!("\nRedis round trips per request (sesame | tower-sessions):");
-            for (scenario, [_, sesame, tower_sessions]) in &rows {
-                println!("  {scenario:<10} {sesame:>4.1} | {tower_sessions:>4.1}");
+            println!(
+                "\nRedis round trips per request \
+                 (sesame | tower-sessions | sesame with the client-side cache):"
+            );
+            for (scenario, [_, sesame, tower_sessions, cached]) in &rows {
+                println!("  {scenario:<10} {sesame:>4.1} | {tower_sessions:>4.1} | {cached:>4.1}");
             }
             println!();
             let path = criterion_dir().join("redis-round-trips.json");
@@ -168,8 +171,13 @@ fn throughput(c: &mut Criterion) {
         .throughput(Throughput::Elements((TASKS * WRITES_PER_TASK) as u64))
         .sampling_mode(SamplingMode::Flat)
         .sample_size(10);
+    let cached = runtime
+        .block_on(sesame_client_cached_store(url, THROUGHPUT_PREFIX))
+        .map(sesame_redis_app)
+        .expect("sesame's client-cached store");
     throughput_one(&mut group, &runtime, "sesame", &sesame);
     throughput_one(&mut group, &runtime, "tower-sessions", &tower_sessions);
+    throughput_one(&mut group, &runtime, "sesame-client-cache", &cached);
     group.finish();
     runtime.block_on(clear_prefix(url, THROUGHPUT_PREFIX));
 }

@@ -66,6 +66,23 @@ pub async fn sesame_store(url: &str, prefix: &str) -> Result<RedisStore, String>
         })
 }
 
+/// [`sesame_store`] with the client-side cache (Redis tracking) on.
+pub async fn sesame_client_cached_store(url: &str, prefix: &str) -> Result<RedisStore, String> {
+    RedisStore::builder()
+        .prefix(prefix)
+        .default_ttl(SESSION_LIFETIME)
+        .timeout(Duration::from_secs(2))
+        .client_side_cache(axum_sesame::redis::DEFAULT_CLIENT_CACHE_CAPACITY)
+        .connect(url)
+        .await
+        .map_err(|error| {
+            format!(
+                "cannot connect sesame's client-cached RedisStore to {url}: {}",
+                with_sources(&error)
+            )
+        })
+}
+
 /// sesame's layer over `store` (see the module docs for why `touch_after` and the max age).
 pub fn sesame_redis_layer(store: impl SessionStore) -> SessionLayer {
     SessionLayer::builder()
@@ -307,15 +324,16 @@ fn split_url(url: &str) -> Result<(&str, &str, &str), String> {
 pub async fn count_round_trips(
     url: &str,
     prefix: &str,
-) -> Result<Vec<(&'static str, [f64; 3])>, String> {
+) -> Result<Vec<(&'static str, [f64; 4])>, String> {
     const REQUESTS: u64 = 20;
     let counter = RoundTripCounter::start(url).await?;
     let sesame = sesame_redis_app(sesame_store(counter.url(), prefix).await?);
     let tower_sessions = tower_sessions_redis_app(tower_sessions_client(counter.url()).await?);
+    let cached = sesame_redis_app(sesame_client_cached_store(counter.url(), prefix).await?);
     let mut rows = Vec::new();
     for scenario in crate::SCENARIOS {
         let path = format!("/{scenario}");
-        let mut row = [0.0; 3];
+        let mut row = [0.0; 4];
         let sesame_cookie = redis_scenario_cookie(&sesame, scenario, "connect.sid").await;
         counter.take();
         for _ in 0..REQUESTS {
@@ -328,14 +346,22 @@ pub async fn count_round_trips(
             send(&tower_sessions, &path, tower_cookie.as_deref()).await;
         }
         row[2] = counter.take() as f64 / REQUESTS as f64;
+        let cached_cookie = redis_scenario_cookie(&cached, scenario, "connect.sid").await;
+        // The first request of a session this store has not seen reads it; count the rest.
+        send(&cached, &path, cached_cookie.as_deref()).await;
+        counter.take();
+        for _ in 0..REQUESTS {
+            send(&cached, &path, cached_cookie.as_deref()).await;
+        }
+        row[3] = counter.take() as f64 / REQUESTS as f64;
         rows.push((scenario, row));
     }
     Ok(rows)
 }
 
 /// The round trips of [`count_round_trips`] as JSON, for `scripts/bench_report.py`:
-/// `{"sesame": {"none": 0.0, ...}, "tower-sessions": {...}}`.
-pub fn round_trips_json(rows: &[(&str, [f64; 3])]) -> String {
+/// `{"sesame": {"none": 0.0, ...}, "tower-sessions": {...}, "sesame-client-cache": {...}}`.
+pub fn round_trips_json(rows: &[(&str, [f64; 4])]) -> String {
     let side = |i: usize| {
         let members: Vec<String> = rows
             .iter()
@@ -344,9 +370,10 @@ pub fn round_trips_json(rows: &[(&str, [f64; 3])]) -> String {
         format!("{{{}}}", members.join(", "))
     };
     format!(
-        "{{\"sesame\": {}, \"tower-sessions\": {}}}\n",
+        "{{\"sesame\": {}, \"tower-sessions\": {}, \"sesame-client-cache\": {}}}\n",
         side(1),
-        side(2)
+        side(2),
+        side(3)
     )
 }
 

@@ -9,9 +9,11 @@ use sesame_conformance::{backend_missing, unique_name};
 
 const SESAME: usize = 1;
 const TOWER_SESSIONS: usize = 2;
+const SESAME_CLIENT_CACHE: usize = 3;
 
-/// `(scenario, [raw, sesame, tower-sessions])`, or `None` when Redis is missing.
-async fn counts() -> Option<Vec<(&'static str, [f64; 3])>> {
+/// `(scenario, [raw, sesame, tower-sessions, sesame with the client-side cache])`, or `None` when
+/// Redis is missing.
+async fn counts() -> Option<Vec<(&'static str, [f64; 4])>> {
     let url = redis_url();
     let prefix = format!("{}:", unique_name("sesame-bench-rt-"));
     let counted = count_round_trips(&url, &prefix).await;
@@ -22,7 +24,7 @@ async fn counts() -> Option<Vec<(&'static str, [f64; 3])>> {
     }
 }
 
-fn of(rows: &[(&str, [f64; 3])], scenario: &str, implementation: usize) -> f64 {
+fn of(rows: &[(&str, [f64; 4])], scenario: &str, implementation: usize) -> f64 {
     rows.iter().find(|(s, _)| *s == scenario).unwrap().1[implementation]
 }
 
@@ -41,6 +43,23 @@ async fn sesame_round_trips_per_request() {
     ] {
         assert_eq!(of(&rows, scenario, SESAME), trips, "{scenario}: {rows:?}");
     }
+}
+
+/// With the client-side cache, a session the store has seen is read from memory: reads cost
+/// nothing, and the write's load too, where the server does not notify a connection of its own
+/// scripts' writes (NOLOOP); Redis before 7.2 does, and the load after a patch reads again.
+#[tokio::test]
+async fn sesame_round_trips_per_request_with_the_client_side_cache() {
+    let Some(rows) = counts().await else { return };
+    for (scenario, trips) in [("none", 0.0), ("bad-cookie", 0.0), ("read", 0.0), ("new", 1.0)] {
+        assert_eq!(
+            of(&rows, scenario, SESAME_CLIENT_CACHE),
+            trips,
+            "{scenario}: {rows:?}"
+        );
+    }
+    let write = of(&rows, "write", SESAME_CLIENT_CACHE);
+    assert!(write == 1.0 || write == 2.0, "write: {rows:?}");
 }
 
 #[tokio::test]

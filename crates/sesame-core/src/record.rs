@@ -118,6 +118,12 @@ impl Record {
         self
     }
 
+    /// The record without the bytes it was read from: for a copy that no longer matches them.
+    pub fn without_origin(mut self) -> Self {
+        self.origin = Origin(None);
+        self
+    }
+
     /// The bytes the record was read from, if its store kept them (see
     /// [`with_origin`](Self::with_origin)).
     pub fn origin(&self) -> Option<&Arc<[u8]>> {

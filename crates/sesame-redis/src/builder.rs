@@ -8,6 +8,7 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use sesame_core::{Error, Result};
 
+use crate::client_cache::ClientCache;
 use crate::conn::Connection;
 use crate::{
     DEFAULT_PREFIX, DEFAULT_SCAN_COUNT, DEFAULT_TIMEOUT, DEFAULT_TTL, Inner, RedisStore,
@@ -39,6 +40,7 @@ pub struct RedisStoreBuilder {
     disable_ttl: bool,
     timeout: Duration,
     scan_count: usize,
+    client_cache: Option<usize>,
 }
 
 impl Default for RedisStoreBuilder {
@@ -51,6 +53,7 @@ impl Default for RedisStoreBuilder {
             disable_ttl: false,
             timeout: DEFAULT_TIMEOUT,
             scan_count: DEFAULT_SCAN_COUNT,
+            client_cache: None,
         }
     }
 }
@@ -130,16 +133,67 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Keeps up to `capacity` session records in this process's memory, kept coherent by Redis
+    /// itself (server-assisted client-side caching, Redis 6 or later): reading a session this
+    /// process has read or written costs no round trip, and a write costs one.
+    ///
+    /// The store asks Redis to tell it of every change to a key under its prefix made by any
+    /// other connection (`CLIENT TRACKING ON BCAST PREFIX <prefix> NOLOOP`, over RESP3), and drops
+    /// those records as the notices arrive; its own writes update the cache directly. Each cached
+    /// record expires with its key, a lost connection empties the cache, and nothing is cached
+    /// again until tracking is back on the new connection. So several app instances can share
+    /// the sessions, and an Express app too.
+    ///
+    /// The one trade-off is the delivery delay of a notice: a request that reaches this process
+    /// within microseconds of another process changing its session may read the previous value
+    /// (as a request racing that change would). Writes stay safe: a patch replaces the stored
+    /// record only if it is still byte for byte the one the request read, and merges key by key
+    /// otherwise; `Session::update` compares and swaps on the server.
+    ///
+    /// Only with [`connect`](Self::connect) and [`connect_lazy`](Self::connect_lazy), which
+    /// open the RESP3 connection the notices arrive on; not on a Redis Cluster
+    /// ([`connect_cluster`](Self::connect_cluster) refuses it), nor with a connection you built
+    /// ([`build`](Self::build) and [`build_cluster`](Self::build_cluster) leave it off).
+    /// [`DEFAULT_CLIENT_CACHE_CAPACITY`](crate::DEFAULT_CLIENT_CACHE_CAPACITY) is a sensible size.
+    ///
+    /// ```no_run
+    /// # async fn run() -> sesame_core::Result<()> {
+    /// use sesame_redis::{DEFAULT_CLIENT_CACHE_CAPACITY, RedisStore};
+    /// let store = RedisStore::builder()
+    ///     .client_side_cache(DEFAULT_CLIENT_CACHE_CAPACITY)
+    ///     .connect("redis://127.0.0.1:6379")
+    ///     .await?;
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn client_side_cache(mut self, capacity: usize) -> Self {
+        self.client_cache = Some(capacity.max(1));
+        self
+    }
+
     /// The store over a connection manager you built (to choose its reconnection settings,
     /// TLS, or RESP3 yourself). Give it a response timeout no longer than the store's
     /// [`timeout`](Self::timeout).
     pub fn build(self, manager: ConnectionManager) -> RedisStore {
-        self.finish(Connection::Single(manager))
+        self.warn_cache_unused();
+        self.finish(Connection::Single(manager), None)
     }
 
     /// The store over a Redis Cluster connection you built.
     pub fn build_cluster(self, conn: ClusterConnection) -> RedisStore {
-        self.finish(Connection::Cluster(conn))
+        self.warn_cache_unused();
+        self.finish(Connection::Cluster(conn), None)
+    }
+
+    fn warn_cache_unused(&self) {
+        if self.client_cache.is_some() {
+            tracing::warn!(
+                "the client-side cache needs a connection the store opens itself \
+                 (connect or connect_lazy); this store runs without it"
+            );
+        }
     }
 
     /// Connects to the Redis at `url` (`redis://[user:password@]host:port[/db]`) through an
@@ -148,15 +202,15 @@ impl RedisStoreBuilder {
     /// [`Error::Timeout`] when Redis cannot be reached now; later outages are ridden out: requests
     /// fail within the timeout, and work again once Redis is back.
     pub async fn connect(self, url: &str) -> Result<RedisStore> {
-        let client = redis::Client::open(url).map_err(backend)?;
+        let (client, cache) = self.client(url)?;
         let manager = tokio::time::timeout(
             self.timeout,
-            ConnectionManager::new_with_config(client, self.manager_config()),
+            ConnectionManager::new_with_config(client, self.manager_config(cache.as_ref())),
         )
         .await
         .map_err(|_elapsed| self.timed_out())?
         .map_err(|error| redis_error(error, self.timeout))?;
-        let store = self.build(manager);
+        let store = self.finish(Connection::Single(manager), cache);
         store.load_scripts().await;
         Ok(store)
     }
@@ -164,10 +218,29 @@ impl RedisStoreBuilder {
     /// Like [`connect`](Self::connect), but does not connect now: the first command does. Use it
     /// to start an application while Redis is down; its requests fail until Redis is up.
     pub fn connect_lazy(self, url: &str) -> Result<RedisStore> {
-        let client = redis::Client::open(url).map_err(backend)?;
-        let manager = ConnectionManager::new_lazy_with_config(client, self.manager_config())
-            .map_err(backend)?;
-        Ok(self.build(manager))
+        let (client, cache) = self.client(url)?;
+        let manager =
+            ConnectionManager::new_lazy_with_config(client, self.manager_config(cache.as_ref()))
+                .map_err(backend)?;
+        Ok(self.finish(Connection::Single(manager), cache))
+    }
+
+    /// The client for `url`, on RESP3 with the client-side cache (which the invalidation notices
+    /// need), as configured.
+    fn client(&self, url: &str) -> Result<(redis::Client, Option<Arc<ClientCache>>)> {
+        let Some(capacity) = self.client_cache else {
+            return Ok((redis::Client::open(url).map_err(backend)?, None));
+        };
+        let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(backend)?;
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(settings)).map_err(backend)?;
+        Ok((
+            client,
+            Some(Arc::new(ClientCache::new(capacity, &self.prefix))),
+        ))
     }
 
     /// Connects to a Redis Cluster through any of its nodes (`redis://host:port` each; the others
@@ -178,6 +251,12 @@ impl RedisStoreBuilder {
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
+        if self.client_cache.is_some() {
+            return Err(backend(
+                "the client-side cache is not available on a Redis Cluster \
+                 (invalidation notices would have to come from every node)",
+            ));
+        }
         let urls: Vec<String> = urls.into_iter().map(|u| u.as_ref().to_owned()).collect();
         let client = ClusterClientBuilder::new(urls)
             .connection_timeout(self.timeout)
@@ -188,19 +267,32 @@ impl RedisStoreBuilder {
             .await
             .map_err(|_elapsed| self.timed_out())?
             .map_err(|error| redis_error(error, self.timeout))?;
-        let store = self.build_cluster(conn);
+        let store = self.finish(Connection::Cluster(conn), None);
         store.load_scripts().await;
         Ok(store)
     }
 
-    fn manager_config(&self) -> ConnectionManagerConfig {
-        ConnectionManagerConfig::new()
+    fn manager_config(&self, cache: Option<&Arc<ClientCache>>) -> ConnectionManagerConfig {
+        let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout))
             // While Redis is down, reconnection attempts are at most half a second apart, so the
             // store works again soon after Redis is back; each attempt is bounded by the timeout.
             .set_max_delay(Duration::from_millis(500))
-            .set_number_of_retries(2)
+            .set_number_of_retries(2);
+        match cache {
+            Some(cache) => {
+                // Weak: the connection must not keep a dropped store's cache alive.
+                let cache = Arc::downgrade(cache);
+                config.set_push_sender(move |push: redis::PushInfo| {
+                    if let Some(cache) = cache.upgrade() {
+                        cache.on_push(&push);
+                    }
+                    Ok::<(), std::convert::Infallible>(())
+                })
+            }
+            None => config,
+        }
     }
 
     fn timed_out(&self) -> Error {
@@ -210,7 +302,7 @@ impl RedisStoreBuilder {
         }
     }
 
-    fn finish(self, conn: Connection) -> RedisStore {
+    fn finish(self, conn: Connection, client_cache: Option<Arc<ClientCache>>) -> RedisStore {
         let pattern = format!("{}*", escape_glob(&self.prefix));
         let index_prefix = self
             .user_index_prefix
@@ -228,6 +320,7 @@ impl RedisStoreBuilder {
                 disable_ttl: self.disable_ttl,
                 timeout: self.timeout,
                 scan_count: self.scan_count,
+                client_cache,
             }),
         }
     }

@@ -104,6 +104,7 @@
 #![forbid(unsafe_code)]
 
 mod builder;
+mod client_cache;
 mod conn;
 mod index;
 mod replace;
@@ -122,10 +123,12 @@ use sesame_core::serde_json::{self, Value};
 use sesame_core::time::{OffsetDateTime, UtcOffset};
 use sesame_core::{
     COOKIE_KEY, Capabilities, CookieState, Error, META_KEY, Patch, Record, Result, SessionId,
-    SessionStore, Swap,
+    SessionStore, Swap, unix_millis,
 };
 
 pub use crate::builder::RedisStoreBuilder;
+pub use crate::client_cache::DEFAULT_CLIENT_CACHE_CAPACITY;
+use crate::client_cache::{ClientCache, Ticket};
 use crate::conn::Connection;
 use crate::index::{Score, Write};
 
@@ -172,6 +175,8 @@ struct Inner {
     disable_ttl: bool,
     timeout: Duration,
     scan_count: usize,
+    /// The client-side cache, when enabled (see [`RedisStoreBuilder::client_side_cache`]).
+    client_cache: Option<Arc<ClientCache>>,
 }
 
 /// How a write sets the key's expiry.
@@ -295,6 +300,51 @@ impl RedisStore {
         self.bounded(invocation.invoke_async(&mut conn)).await
     }
 
+    /// The client-side cache, if the store has one, with tracking enabled on the current
+    /// connection first if it is not yet (after connecting or reconnecting: one more round trip).
+    async fn client_cache(&self) -> Option<&ClientCache> {
+        let cache = self.inner.client_cache.as_deref()?;
+        if let Some(epoch) = cache.tracking_to_enable() {
+            let mut cmd = redis::cmd("CLIENT");
+            cmd.arg("TRACKING")
+                .arg("ON")
+                .arg("BCAST")
+                .arg("PREFIX")
+                .arg(&self.inner.prefix)
+                .arg("NOLOOP");
+            match self.query::<()>(&cmd).await {
+                Ok(()) => cache.tracking_enabled(epoch),
+                // Tracking of this prefix is on already (enabled in this epoch by a request that
+                // lost track of its reply): as good as an OK.
+                Err(error) if error.to_string().contains("overlaps") => {
+                    cache.tracking_enabled(epoch);
+                }
+                Err(error) => {
+                    cache.tracking_failed(epoch);
+                    tracing::warn!(
+                        error = &error as &dyn std::error::Error,
+                        "could not enable Redis client tracking; the client-side cache waits"
+                    );
+                }
+            }
+        }
+        Some(cache)
+    }
+
+    /// A ticket for a command about `id` whose outcome is settled in the client-side cache.
+    async fn cache_ticket(&self, id: &SessionId) -> Option<(&ClientCache, Ticket)> {
+        let cache = self.client_cache().await?;
+        Some((cache, cache.ticket(id)))
+    }
+
+    /// The number of records in the client-side cache (`0` without one): for tests and metrics.
+    pub fn client_cache_len(&self) -> usize {
+        self.inner
+            .client_cache
+            .as_deref()
+            .map_or(0, ClientCache::len)
+    }
+
     /// Bounds one driver call by the store's timeout and maps its error, keeping the source.
     async fn bounded<T>(&self, call: impl Future<Output = Result<T, RedisError>>) -> Result<T> {
         match tokio::time::timeout(self.inner.timeout, call).await {
@@ -354,6 +404,56 @@ impl RedisStore {
     fn decode(&self, bytes: &[u8]) -> Result<Option<Record>> {
         let record = Record::from_json(bytes)?;
         Ok((!self.is_dead(&record)).then_some(record))
+    }
+
+    /// Settles a write's outcome in the client-side cache: what Redis holds now (`record`, written
+    /// as `bytes` with `expiry` at `now`), or `None` when the outcome is unknown or not a record.
+    fn settle_write(
+        &self,
+        ticket: Option<(&ClientCache, Ticket)>,
+        id: &SessionId,
+        written: Option<(&Record, &[u8], Expiry)>,
+        now: OffsetDateTime,
+    ) {
+        let Some((cache, ticket)) = ticket else {
+            return;
+        };
+        let written = written.map(|(record, bytes, expiry)| {
+            let copy = if bytes.len() <= replace::MAX_BASE_LEN {
+                record.clone().with_origin(bytes.into())
+            } else {
+                record.clone().without_origin()
+            };
+            let expires_at = match expiry {
+                Expiry::Millis(ms) => {
+                    unix_millis(now).saturating_add(i64::try_from(ms).unwrap_or(i64::MAX))
+                }
+                Expiry::Never => i64::MAX,
+            };
+            (copy, expires_at)
+        });
+        cache.settle(ticket, id, written);
+    }
+
+    /// Drops `id` from the client-side cache, if there is one: its key changed in a way this store
+    /// does not know the outcome of (a script, a delete, a failed call).
+    fn forget(&self, id: &SessionId) {
+        if let Some(cache) = self.inner.client_cache.as_deref() {
+            cache.forget(id);
+        }
+    }
+
+    /// Decodes a stored value as a load returns it: `None` when dead, and a small record keeps
+    /// its stored bytes, so its request's patch can replace it whole if nothing changed it
+    /// meanwhile (see `replace.rs`).
+    fn decode_loaded(&self, bytes: Vec<u8>) -> Result<Option<Record>> {
+        let record = self.decode(&bytes)?;
+        Ok(match record {
+            Some(record) if bytes.len() <= replace::MAX_BASE_LEN => {
+                Some(record.with_origin(bytes.into()))
+            }
+            record => record,
+        })
     }
 
     /// The session id in a scanned key, `None` for a key of another prefix or not a valid id.
@@ -469,7 +569,7 @@ impl RedisStore {
         patch: &Patch,
         members: &Members<'_>,
         ms: u64,
-    ) -> Option<redis::ScriptInvocation<'static>> {
+    ) -> Option<(redis::ScriptInvocation<'static>, Vec<u8>)> {
         let base = patch
             .base()
             .filter(|base| base.len() <= replace::MAX_BASE_LEN)?;
@@ -482,8 +582,8 @@ impl RedisStore {
             return None;
         }
         let mut invocation = script::REPLACE.prepare_invoke();
-        invocation.key(key).arg(base).arg(record).arg(ms);
-        Some(invocation)
+        invocation.key(key).arg(base).arg(&record).arg(ms);
+        Some((invocation, record))
     }
 
     /// Runs the patch script (see [`patch_invocation`](Self::patch_invocation)), and with
@@ -520,6 +620,39 @@ impl RedisStore {
                 reply,
             })),
         }
+    }
+
+    /// The patch script's part of [`SessionStore::patch`], with the user index updates.
+    async fn merge_patch(
+        &self,
+        id: &SessionId,
+        key: &str,
+        patch: &Patch,
+        members: &Members<'_>,
+        expiry: Option<Expiry>,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        let invocation = self.patch_invocation(key, members, expiry);
+        let change = patch.user_change();
+        let index = match (expiry, change) {
+            (Some(expiry), Some(Some(user))) => {
+                let score = Score::of(patch.cookie(), now, expiry);
+                Some(self.index_add(user, id, score, now))
+            }
+            _ => None,
+        };
+        let patched = self.run_patch(key, &invocation, index.as_ref()).await?;
+        let Patched::Applied { meta } = patched else {
+            return Ok(false);
+        };
+        if let (Some(expiry), None, Some(meta)) = (expiry, change, meta) {
+            if let Some(user) = user_in_meta(&meta) {
+                let score = Score::of(patch.cookie(), now, expiry);
+                self.invoke::<()>(&self.index_add(&user, id, score, now))
+                    .await?;
+            }
+        }
+        Ok(true)
     }
 }
 
@@ -622,19 +755,37 @@ impl fmt::Debug for RedisStore {
 
 impl SessionStore for RedisStore {
     async fn load(&self, id: &SessionId) -> Result<Option<Record>> {
+        if let Some(cache) = self.client_cache().await {
+            let now = unix_millis(sesame_core::now());
+            if let Some(record) = cache.get(id, now) {
+                if !self.is_dead(&record) {
+                    return Ok(Some(record));
+                }
+            }
+            let ticket = cache.ticket(id);
+            let key = self.key(id);
+            // The value and its TTL in one round trip: the cached copy expires with the key.
+            let mut pipe = redis::pipe();
+            pipe.cmd("GET").arg(&key).cmd("PTTL").arg(&key);
+            let mut conn = self.inner.conn.clone();
+            let (bytes, pttl): (Option<Vec<u8>>, i64) =
+                self.bounded(pipe.query_async(&mut conn)).await?;
+            let record = bytes.map(|bytes| self.decode_loaded(bytes)).transpose()?;
+            let record = record.flatten();
+            let expires_at = match pttl {
+                -1 => i64::MAX,
+                ms => now.saturating_add(ms),
+            };
+            cache.settle(
+                ticket,
+                id,
+                record.clone().map(|record| (record, expires_at)),
+            );
+            return Ok(record);
+        }
         let bytes: Option<Vec<u8>> = self.query(redis::cmd("GET").arg(self.key(id))).await?;
         match bytes {
-            Some(bytes) => {
-                let record = self.decode(&bytes)?;
-                // A small record keeps its stored bytes, so its request's patch can replace it
-                // whole if nothing changed it meanwhile (see `replace.rs`).
-                Ok(match record {
-                    Some(record) if bytes.len() <= replace::MAX_BASE_LEN => {
-                        Some(record.with_origin(bytes.into()))
-                    }
-                    record => record,
-                })
-            }
+            Some(bytes) => self.decode_loaded(bytes),
             None => Ok(None),
         }
     }
@@ -645,14 +796,17 @@ impl SessionStore for RedisStore {
         let now = sesame_core::now();
         let Some(expiry) = self.expiry_of(record.cookie(), now) else {
             // connect-redis deletes a session whose cookie has expired rather than write it.
+            self.forget(id);
             return self.query(redis::cmd("DEL").arg(&key)).await;
         };
+        let bytes = record.to_json_vec()?;
         let mut cmd = redis::cmd("SET");
-        cmd.arg(&key).arg(record.to_json_vec()?);
+        cmd.arg(&key).arg(&bytes);
         if let Expiry::Millis(ms) = expiry {
             cmd.arg("PX").arg(ms);
         }
-        match record.user() {
+        let ticket = self.cache_ticket(id).await;
+        let written = match record.user() {
             Some(user) => {
                 let score = Score::of(record.cookie(), now, expiry);
                 let index = self.index_add(user, id, score, now);
@@ -661,7 +815,12 @@ impl SessionStore for RedisStore {
                     .map(drop)
             }
             None => self.query(&cmd).await,
-        }
+        };
+        let outcome = written
+            .is_ok()
+            .then_some((record, bytes.as_slice(), expiry));
+        self.settle_write(ticket, id, outcome, now);
+        written
     }
 
     /// `SET NX`, with the user index update in the same round trip when the record has a user.
@@ -683,40 +842,58 @@ impl SessionStore for RedisStore {
             let score = Score::of(record.cookie(), now, expiry);
             self.index_add(user, id, score, now)
         });
+        let ticket = self.cache_ticket(id).await;
         let reply = match expiry {
             Expiry::Millis(ms) => {
                 // `SET NX` replies OK when it wrote and nil when the key exists.
                 let mut cmd = redis::cmd("SET");
-                cmd.arg(&key).arg(value).arg("NX").arg("PX").arg(ms);
+                cmd.arg(&key).arg(&value).arg("NX").arg("PX").arg(ms);
                 match &index {
-                    Some(index) => self.write_then_index(Write::Cmd(&cmd), index).await?,
-                    None => self.query(&cmd).await?,
+                    Some(index) => self.write_then_index(Write::Cmd(&cmd), index).await,
+                    None => self.query(&cmd).await,
                 }
             }
             Expiry::Never => {
                 // Without TTLs a dead record may still sit under the id: the script replaces it,
                 // and only it. It replies 1 when it wrote, 0 when a live record is there.
                 let mut invocation = script::CREATE.prepare_invoke();
-                invocation.key(&key).arg(self.script_now()).arg(value);
+                invocation.key(&key).arg(self.script_now()).arg(&value);
                 match &index {
                     Some(index) => {
                         self.write_then_index(Write::Script(&invocation), index)
-                            .await?
+                            .await
                     }
-                    None => self.invoke(&invocation).await?,
+                    None => self.invoke(&invocation).await,
                 }
             }
         };
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(error) => {
+                self.settle_write(ticket, id, None, now);
+                return Err(error);
+            }
+        };
         match reply {
-            redis::Value::Nil | redis::Value::Int(0) => taken,
-            _ => Ok(()),
+            redis::Value::Nil | redis::Value::Int(0) => {
+                self.settle_write(ticket, id, None, now);
+                taken
+            }
+            _ => {
+                self.settle_write(ticket, id, Some((record, &value, expiry)), now);
+                Ok(())
+            }
         }
     }
 
     /// `DEL`. The user index is left as it is (which user the session had would cost a read): a
     /// listing drops the session from it, and it expires with the session anyway.
     async fn destroy(&self, id: &SessionId) -> Result<()> {
-        self.query(redis::cmd("DEL").arg(self.key(id))).await
+        self.forget(id);
+        let deleted = self.query(redis::cmd("DEL").arg(self.key(id))).await;
+        // Again after the reply: a load that raced with the delete may have cached the record.
+        self.forget(id);
+        deleted
     }
 
     /// `PEXPIRE`, and when the touch record carries the session's user (the layer's does), the
@@ -738,14 +915,35 @@ impl SessionStore for RedisStore {
                     Some(user) => {
                         let score = Score::of(record.cookie(), now, Expiry::Millis(ms));
                         let index = self.index_add(user, id, score, now);
-                        self.touch_and_index(&cmd, &index).await
+                        self.forget(id);
+                        let touched = self.touch_and_index(&cmd, &index).await;
+                        self.forget(id);
+                        touched
                     }
-                    None => self.query(&cmd).await,
+                    None => {
+                        let ticket = self.cache_ticket(id).await;
+                        let touched = self.query::<i64>(&cmd).await;
+                        if let Some((cache, ticket)) = ticket {
+                            // The value is unchanged: a cached copy lives on until the new TTL
+                            // (PEXPIRE replies 1 when the key was there).
+                            match touched {
+                                Ok(1) => cache.retime(
+                                    ticket,
+                                    id,
+                                    unix_millis(now)
+                                        .saturating_add(i64::try_from(ms).unwrap_or(i64::MAX)),
+                                ),
+                                _ => cache.forget(id),
+                            }
+                        }
+                        touched.map(drop)
+                    }
                 }
             }
             // Without TTLs the cookie's expiry is the only one: rewrite the cookie member, keep
             // the data, never create. The script tells the session's user.
             Some(Expiry::Never) => {
+                self.forget(id);
                 let members = Members::of(None, record.cookie())?;
                 let invocation = self.patch_invocation(&key, &members, Some(Expiry::Never));
                 let patched = self.run_patch(&key, &invocation, None).await?;
@@ -756,10 +954,14 @@ impl SessionStore for RedisStore {
                         self.invoke::<()>(&index).await?;
                     }
                 }
+                self.forget(id);
                 Ok(())
             }
             // An expiry in the past ends the session now (as `EXPIRE` with a negative TTL does).
-            None => self.query(redis::cmd("DEL").arg(&key)).await,
+            None => {
+                self.forget(id);
+                self.query(redis::cmd("DEL").arg(&key)).await
+            }
         }
     }
 
@@ -812,6 +1014,9 @@ impl SessionStore for RedisStore {
                 self.query::<()>(redis::cmd("DEL").arg(batch)).await?;
             }
         }
+        if let Some(cache) = self.inner.client_cache.as_deref() {
+            cache.forget_all();
+        }
         Ok(())
     }
 
@@ -831,34 +1036,32 @@ impl SessionStore for RedisStore {
         let expiry = self.expiry_of(patch.cookie(), now);
         let members = Members::of(Some(patch), patch.cookie())?;
         if let Some(Expiry::Millis(ms)) = expiry {
-            if let Some(replace) = self.replace_invocation(&key, patch, &members, ms) {
-                if self.invoke::<i64>(&replace).await? == 1 {
+            if let Some((replace, record)) = self.replace_invocation(&key, patch, &members, ms) {
+                let ticket = self.cache_ticket(id).await;
+                let replaced = self.invoke::<i64>(&replace).await;
+                if let (Ok(1), Some(_)) = (&replaced, ticket) {
+                    // The cache gets the record as written (decoded from the very bytes).
+                    let written = Record::from_json(&record).ok();
+                    let written = written
+                        .as_ref()
+                        .map(|written| (written, record.as_slice(), Expiry::Millis(ms)));
+                    self.settle_write(ticket, id, written, now);
+                } else {
+                    self.settle_write(ticket, id, None, now);
+                }
+                if replaced? == 1 {
                     return Ok(true);
                 }
                 // Changed (or gone) since this request loaded it: merge member by member.
             }
         }
-        let invocation = self.patch_invocation(&key, &members, expiry);
-        let change = patch.user_change();
-        let index = match (expiry, change) {
-            (Some(expiry), Some(Some(user))) => {
-                let score = Score::of(patch.cookie(), now, expiry);
-                Some(self.index_add(user, id, score, now))
-            }
-            _ => None,
-        };
-        let patched = self.run_patch(&key, &invocation, index.as_ref()).await?;
-        let Patched::Applied { meta } = patched else {
-            return Ok(false);
-        };
-        if let (Some(expiry), None, Some(meta)) = (expiry, change, meta) {
-            if let Some(user) = user_in_meta(&meta) {
-                let score = Score::of(patch.cookie(), now, expiry);
-                self.invoke::<()>(&self.index_add(&user, id, score, now))
-                    .await?;
-            }
-        }
-        Ok(true)
+        // The patch script merges on the server: what it wrote is not known here.
+        self.forget(id);
+        let patched = self
+            .merge_patch(id, &key, patch, &members, expiry, now)
+            .await;
+        self.forget(id);
+        patched
     }
 
     /// One `EVALSHA` of the swap script, which compares the member's stored text with the
@@ -879,6 +1082,8 @@ impl SessionStore for RedisStore {
         }
         let redis_key = self.key(id);
         let new_member = new.map(|value| member(key, value)).transpose()?;
+        // The swap script writes on the server: drop the cached copy before and after it.
+        self.forget(id);
         let mut expected_text = expected
             .map(serde_json::to_string)
             .transpose()
@@ -937,12 +1142,14 @@ impl SessionStore for RedisStore {
         };
         // Each call is bounded; this bounds the (rare) retry on a formatting difference too.
         let bound = self.inner.timeout.saturating_mul(2);
-        tokio::time::timeout(bound, work)
+        let swapped = tokio::time::timeout(bound, work)
             .await
             .unwrap_or(Err(Error::Timeout {
                 store: STORE_NAME,
                 timeout: bound,
-            }))
+            }));
+        self.forget(id);
+        swapped
     }
 
     /// The live sessions in the user's index (members scored at or above now, less a grace

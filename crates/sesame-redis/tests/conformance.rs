@@ -1,4 +1,5 @@
-//! The store contract, checked on a real Redis (`REDIS_URL`) and on a real 3-master Redis Cluster
+//! The store contract, checked on a real Redis (`REDIS_URL`), also through the client-side cache,
+//! and on a real 3-master Redis Cluster
 //! (`REDIS_CLUSTER_URLS`, started by `.ci/redis-cluster.sh start`). Every test gets its own key
 //! prefix, so they run in parallel on one server.
 #![allow(clippy::unwrap_used)]
@@ -30,6 +31,22 @@ impl Fixture for Single {
     }
 }
 
+/// One Redis, through the store's client-side cache (records kept in memory, invalidated by
+/// Redis' tracking notices).
+struct ClientCached;
+
+impl Fixture for ClientCached {
+    type Store = RedisStore;
+
+    async fn store(&self) -> Option<RedisStore> {
+        common::single_store(|builder| builder.client_side_cache(1000)).await
+    }
+
+    async fn write_corrupt_record(&self, store: &RedisStore, id: &SessionId) -> bool {
+        Single.write_corrupt_record(store, id).await
+    }
+}
+
 /// A Redis Cluster of three masters.
 struct Cluster;
 
@@ -49,6 +66,10 @@ impl Fixture for Cluster {
 
 mod single {
     sesame_conformance::store_tests!(super::Single);
+}
+
+mod client_cached {
+    sesame_conformance::store_tests!(super::ClientCached);
 }
 
 mod cluster {

@@ -629,3 +629,170 @@ async fn one_round_trip_per_patch_and_per_swap() {
     .await;
     assert_eq!(again, vec![("evalsha".to_owned(), 1)]);
 }
+
+/// Polls `load` until it gives `expected` (the invalidation notices of the client-side cache
+/// arrive asynchronously); fails after two seconds.
+async fn eventually_loads(store: &RedisStore, id: &SessionId, expected: Option<&Record>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let loaded = store.load(id).await.unwrap();
+        if loaded.as_ref() == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cached store still loads {loaded:?}, not {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// With the client-side cache, a session this process has read or written is read without a
+/// round trip, and a patch of it is one (the replace-if-unchanged script), counted by `MONITOR`.
+#[tokio::test]
+async fn the_client_side_cache_reads_in_no_round_trip_and_writes_in_one() {
+    let Some(server) = PrivateRedis::start().await else {
+        return;
+    };
+    let store = RedisStore::builder()
+        .client_side_cache(100)
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let id = SessionId::generate();
+    store.save(&id, &record(Some(HOUR))).await.unwrap();
+    assert_eq!(store.client_cache_len(), 1, "the write filled the cache");
+
+    let reads = round_trips(&server.url(), async {
+        for _ in 0..5 {
+            assert!(store.load(&id).await.unwrap().is_some());
+        }
+    })
+    .await;
+    assert_eq!(reads, vec![], "reads of a cached session");
+
+    let writes = round_trips(&server.url(), async {
+        for n in 0..5 {
+            let loaded = store.load(&id).await.unwrap().unwrap();
+            assert_eq!(
+                loaded.data().get("n"),
+                (n > 0).then(|| json!(n - 1)).as_ref()
+            );
+            let mut changed = loaded.clone();
+            changed.data_mut().insert("n".into(), json!(n));
+            let patch = Patch::from_changes(&changed, ["n"]);
+            assert!(store.patch(&id, &patch).await.unwrap());
+        }
+    })
+    .await;
+    let count = |name: &str| {
+        writes
+            .iter()
+            .find(|(command, _)| command == name)
+            .map_or(0, |(_, count)| *count)
+    };
+    assert_eq!(count("evalsha"), 5, "one round trip per patch: {writes:?}");
+    // Redis before 7.2 notifies a connection of its own scripts' writes despite NOLOOP, so the
+    // load after a patch may read the session again (value and TTL in one round trip); never more.
+    assert!(
+        count("get") <= 5 && count("get") == count("pttl"),
+        "{writes:?}"
+    );
+    assert_eq!(
+        writes.len(),
+        if count("get") == 0 { 1 } else { 3 },
+        "{writes:?}"
+    );
+
+    let last = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(last.data().get("n"), Some(&json!(4)));
+    let plain = RedisStore::builder().connect(&server.url()).await.unwrap();
+    assert_eq!(
+        Some(last),
+        plain.load(&id).await.unwrap(),
+        "what the cache serves is what Redis holds"
+    );
+}
+
+/// Changes made by other clients (another app instance, an Express app, `redis-cli`) reach a
+/// store's client-side cache: Redis tells it, and it drops its copy.
+#[tokio::test]
+async fn other_clients_changes_reach_the_client_side_cache() {
+    let Some(cached) = single_store(|builder| builder.client_side_cache(100)).await else {
+        return;
+    };
+    let other = RedisStore::builder()
+        .prefix(cached.prefix())
+        .connect(&redis_url())
+        .await
+        .unwrap();
+    let id = SessionId::generate();
+    let mut first = record(Some(HOUR));
+    first.data_mut().insert("n".into(), json!(1));
+    cached.save(&id, &first).await.unwrap();
+    assert_eq!(cached.load(&id).await.unwrap().as_ref(), Some(&first));
+
+    // Another store's save, patch and destroy.
+    let mut second = record(Some(HOUR));
+    second.data_mut().insert("n".into(), json!(2));
+    other.save(&id, &second).await.unwrap();
+    eventually_loads(&cached, &id, Some(&second)).await;
+    let mut patch = Patch::new(second.cookie().clone());
+    patch.set("n", json!(3));
+    assert!(other.patch(&id, &patch).await.unwrap());
+    let mut third = second.clone();
+    third.data_mut().insert("n".into(), json!(3));
+    eventually_loads(&cached, &id, Some(&third)).await;
+    other.destroy(&id).await.unwrap();
+    eventually_loads(&cached, &id, None).await;
+
+    // A raw write, as an Express app sharing the store would make.
+    cached.save(&id, &first).await.unwrap();
+    assert!(cached.load(&id).await.unwrap().is_some());
+    let mut conn = raw(&redis_url()).await;
+    set(&mut conn, &cached.key(&id), &second.to_json().unwrap()).await;
+    eventually_loads(&cached, &id, Some(&second)).await;
+}
+
+/// A lost connection loses the notices sent meanwhile: the cache is emptied, so a Redis that
+/// restarted empty is not contradicted by stale copies, and it works again on the new connection.
+#[tokio::test]
+async fn after_a_reconnection_the_client_side_cache_serves_nothing_stale() {
+    let Some(mut server) = PrivateRedis::start().await else {
+        return;
+    };
+    let cached = RedisStore::builder()
+        .client_side_cache(100)
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let id = SessionId::generate();
+    cached.save(&id, &record(Some(HOUR))).await.unwrap();
+    assert_eq!(cached.client_cache_len(), 1);
+
+    server.restart().await;
+    // The restarted server is empty; the store must not answer from its cache.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match cached.load(&id).await {
+            Ok(loaded) => {
+                assert_eq!(loaded, None, "a stale copy served after the restart");
+                break;
+            }
+            // The first calls may fail while the store reconnects.
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => panic!("the store did not reconnect: {error}"),
+        }
+    }
+
+    // Tracking is back on the new connection: others' changes reach the cache again.
+    let other = RedisStore::builder().connect(&server.url()).await.unwrap();
+    let again = SessionId::generate();
+    cached.save(&again, &record(Some(HOUR))).await.unwrap();
+    assert!(cached.load(&again).await.unwrap().is_some());
+    assert!(cached.client_cache_len() >= 1);
+    other.destroy(&again).await.unwrap();
+    eventually_loads(&cached, &again, None).await;
+}

@@ -1,0 +1,368 @@
+//! Server-assisted client-side caching of session records (Redis `CLIENT TRACKING`), so that a
+//! read of a session this process has seen costs no round trip and a write costs one.
+//!
+//! Redis is asked to broadcast every change to a key under the store's prefix (`BCAST PREFIX`)
+//! made by any other connection (`NOLOOP`: this store's own writes update the cache directly).
+//! The invalidations arrive as RESP3 pushes on the store's connection.
+//!
+//! Three rules keep the cache from ever holding a record Redis no longer has, whatever the order
+//! in which replies, pushes and tasks run:
+//!
+//! - **Generations.** Every change to a shard of the cache (an invalidation, a write's outcome, a
+//!   load's result) bumps the shard's generation. A command that will fill the cache takes a
+//!   [`Ticket`] before it is sent, and its result goes in only if the shard's generation is still
+//!   the ticket's: an invalidation (or another write of this process) that came in meanwhile may be
+//!   about a later value, so the entry is dropped instead.
+//! - **Epochs.** A lost connection loses the pushes sent meanwhile and the tracking itself: the
+//!   driver's disconnection notice empties the cache and starts a new epoch, in which nothing is
+//!   cached until tracking is confirmed on the new connection.
+//! - **Expiries.** Each entry expires when its Redis key does (the `PX` of the write, or the `PTTL`
+//!   read with the value), so the cache never outlives a session.
+//!
+//! What it cannot rule out is the delivery delay of an invalidation: a request that reaches this
+//! process microseconds after another process changed the session may still read the previous
+//! value. Writes never build on it blindly: a patch replaces the stored record only if it is still
+//! byte for byte the one this request read, and merges key by key otherwise.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use redis::{PushInfo, PushKind, Value};
+use sesame_core::{Record, SessionId};
+
+/// Shards of the cache: enough that concurrent requests rarely share a lock or a generation.
+const SHARDS: usize = 64;
+
+/// No epoch: tracking has not been confirmed yet.
+const NO_EPOCH: u64 = u64::MAX;
+
+/// The default number of records a store's client-side cache holds.
+pub const DEFAULT_CLIENT_CACHE_CAPACITY: usize = 100_000;
+
+/// A bounded cache of session records kept coherent by Redis' invalidation pushes.
+pub(crate) struct ClientCache {
+    shards: Box<[Mutex<Shard>]>,
+    per_shard: usize,
+    hasher: foldhash::fast::RandomState,
+    prefix: Box<[u8]>,
+    /// Bumped by every disconnection of the store's connection.
+    epoch: AtomicU64,
+    /// The epoch in which `CLIENT TRACKING` was confirmed on the connection, or [`NO_EPOCH`].
+    tracking: AtomicU64,
+    /// The epoch for which a task is enabling tracking (so that only one task sends it).
+    enabling: AtomicU64,
+}
+
+#[derive(Default)]
+struct Shard {
+    entries: HashMap<SessionId, Cached, foldhash::fast::RandomState>,
+    generation: u64,
+}
+
+struct Cached {
+    record: Record,
+    /// When the Redis key expires, in milliseconds since the Unix epoch (`i64::MAX`: never).
+    expires_at: i64,
+}
+
+/// Taken before a command whose result may fill the cache: see the module docs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ticket {
+    shard: usize,
+    epoch: u64,
+    generation: u64,
+}
+
+impl ClientCache {
+    pub(crate) fn new(capacity: usize, prefix: &str) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            per_shard: capacity.div_ceil(SHARDS).max(1),
+            hasher: foldhash::fast::RandomState::default(),
+            prefix: prefix.as_bytes().into(),
+            epoch: AtomicU64::new(0),
+            tracking: AtomicU64::new(NO_EPOCH),
+            enabling: AtomicU64::new(NO_EPOCH),
+        }
+    }
+
+    /// The epoch for which the caller must enable tracking now (it alone), or `None` when tracking
+    /// is on, or another task is enabling it.
+    pub(crate) fn tracking_to_enable(&self) -> Option<u64> {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        if self.tracking.load(Ordering::Acquire) == epoch {
+            return None;
+        }
+        let previous = self.enabling.swap(epoch, Ordering::AcqRel);
+        (previous != epoch).then_some(epoch)
+    }
+
+    /// Tracking is on for `epoch` (if that is still the current one).
+    pub(crate) fn tracking_enabled(&self, epoch: u64) {
+        if self.epoch.load(Ordering::Acquire) == epoch {
+            self.tracking.store(epoch, Ordering::Release);
+        }
+    }
+
+    /// Enabling tracking failed for `epoch`: let the next caller try again.
+    pub(crate) fn tracking_failed(&self, epoch: u64) {
+        let _ =
+            self.enabling
+                .compare_exchange(epoch, NO_EPOCH, Ordering::AcqRel, Ordering::Relaxed);
+    }
+
+    fn is_tracking(&self, epoch: u64) -> bool {
+        self.tracking.load(Ordering::Acquire) == epoch
+    }
+
+    fn shard_of(&self, id: &SessionId) -> usize {
+        (self.hasher.hash_one(id) >> 32) as usize % SHARDS
+    }
+
+    fn lock(&self, shard: usize) -> MutexGuard<'_, Shard> {
+        self.shards[shard]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The cached record of `id`, while its key lives (`now_ms`: milliseconds since the epoch).
+    pub(crate) fn get(&self, id: &SessionId, now_ms: i64) -> Option<Record> {
+        if !self.is_tracking(self.epoch.load(Ordering::Acquire)) {
+            return None;
+        }
+        let mut shard = self.lock(self.shard_of(id));
+        let cached = shard.entries.get(id)?;
+        if cached.expires_at > now_ms {
+            return Some(cached.record.clone());
+        }
+        shard.entries.remove(id);
+        None
+    }
+
+    /// A ticket for a command about `id` that is about to be sent.
+    pub(crate) fn ticket(&self, id: &SessionId) -> Ticket {
+        let shard = self.shard_of(id);
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let generation = self.lock(shard).generation;
+        Ticket {
+            shard,
+            epoch,
+            generation,
+        }
+    }
+
+    /// Settles what Redis now holds under `id` after the command `ticket` was taken for: the
+    /// record and when its key expires, or `None` when the outcome is not known (then nothing is
+    /// cached for `id`).
+    pub(crate) fn settle(&self, ticket: Ticket, id: &SessionId, now: Option<(Record, i64)>) {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let mut shard = self.lock(ticket.shard);
+        let current = shard.generation == ticket.generation
+            && ticket.epoch == epoch
+            && self.is_tracking(epoch);
+        shard.generation = shard.generation.wrapping_add(1);
+        match now {
+            Some((record, expires_at)) if current => {
+                if shard.entries.len() >= self.per_shard && !shard.entries.contains_key(id) {
+                    // Full: make room by dropping an arbitrary entry (any one is a fair guess).
+                    if let Some(victim) = shard.entries.keys().next().cloned() {
+                        shard.entries.remove(&victim);
+                    }
+                }
+                shard
+                    .entries
+                    .insert(id.clone(), Cached { record, expires_at });
+            }
+            _ => {
+                shard.entries.remove(id);
+            }
+        }
+    }
+
+    /// Moves the expiry of `id`'s cached record (a touch that Redis confirmed), if it is cached.
+    pub(crate) fn retime(&self, ticket: Ticket, id: &SessionId, expires_at: i64) {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let mut shard = self.lock(ticket.shard);
+        let current = shard.generation == ticket.generation && ticket.epoch == epoch;
+        shard.generation = shard.generation.wrapping_add(1);
+        if current {
+            if let Some(cached) = shard.entries.get_mut(id) {
+                cached.expires_at = expires_at;
+                return;
+            }
+        }
+        shard.entries.remove(id);
+    }
+
+    /// Drops `id`'s record: its key changed in a way this process does not know the outcome of.
+    pub(crate) fn forget(&self, id: &SessionId) {
+        let mut shard = self.lock(self.shard_of(id));
+        shard.generation = shard.generation.wrapping_add(1);
+        shard.entries.remove(id);
+    }
+
+    /// Drops every record.
+    pub(crate) fn forget_all(&self) {
+        for index in 0..SHARDS {
+            let mut shard = self.lock(index);
+            shard.generation = shard.generation.wrapping_add(1);
+            shard.entries.clear();
+        }
+    }
+
+    /// Handles a push from the store's connection: invalidations and disconnections.
+    pub(crate) fn on_push(&self, push: &PushInfo) {
+        match push.kind {
+            PushKind::Invalidate => match push.data.first() {
+                Some(Value::Array(keys)) => {
+                    for key in keys {
+                        self.forget_key(key);
+                    }
+                }
+                // A null list: the server flushed its keys (FLUSHALL, FLUSHDB).
+                _ => self.forget_all(),
+            },
+            PushKind::Disconnection => {
+                // The pushes sent while disconnected are lost, and the new connection does not
+                // track yet: start a new epoch with an empty cache.
+                self.epoch.fetch_add(1, Ordering::AcqRel);
+                self.forget_all();
+                tracing::debug!("Redis connection lost; the client-side cache was emptied");
+            }
+            _ => {}
+        }
+    }
+
+    fn forget_key(&self, key: &Value) {
+        let key: &[u8] = match key {
+            Value::BulkString(key) => key,
+            Value::SimpleString(key) => key.as_bytes(),
+            _ => return self.forget_all(),
+        };
+        let Some(id) = key
+            .strip_prefix(&*self.prefix)
+            .and_then(|id| std::str::from_utf8(id).ok())
+            .and_then(|id| SessionId::parse(id).ok())
+        else {
+            // Not a session key of this store (another prefix sharing the broadcast, or not an
+            // id): nothing of it is cached.
+            return;
+        };
+        self.forget(&id);
+    }
+
+    /// How many records are cached (for tests and diagnostics).
+    pub(crate) fn len(&self) -> usize {
+        (0..SHARDS)
+            .map(|index| self.lock(index).entries.len())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn tracking_cache(capacity: usize) -> ClientCache {
+        let cache = ClientCache::new(capacity, "sess:");
+        let epoch = cache.tracking_to_enable().unwrap();
+        cache.tracking_enabled(epoch);
+        cache
+    }
+
+    fn invalidate(keys: &[&str]) -> PushInfo {
+        PushInfo {
+            kind: PushKind::Invalidate,
+            data: vec![Value::Array(
+                keys.iter()
+                    .map(|key| Value::BulkString(key.as_bytes().to_vec()))
+                    .collect(),
+            )],
+        }
+    }
+
+    #[test]
+    fn nothing_is_cached_until_tracking_is_confirmed() {
+        let cache = ClientCache::new(10, "sess:");
+        let id = SessionId::generate();
+        cache.settle(cache.ticket(&id), &id, Some((Record::default(), i64::MAX)));
+        assert_eq!(cache.get(&id, 0), None);
+        let epoch = cache.tracking_to_enable().unwrap();
+        assert_eq!(cache.tracking_to_enable(), None, "one task enables it");
+        cache.tracking_enabled(epoch);
+        cache.settle(cache.ticket(&id), &id, Some((Record::default(), i64::MAX)));
+        assert_eq!(cache.get(&id, 0), Some(Record::default()));
+    }
+
+    #[test]
+    fn a_change_between_ticket_and_result_keeps_the_result_out() {
+        let cache = tracking_cache(10);
+        let id = SessionId::generate();
+        let ticket = cache.ticket(&id);
+        // An invalidation (about a value later than the one being read) arrives first.
+        cache.on_push(&invalidate(&[&format!("sess:{id}")]));
+        cache.settle(ticket, &id, Some((Record::default(), i64::MAX)));
+        assert_eq!(cache.get(&id, 0), None);
+
+        // Two writes of this process race: the one settled second is dropped, not cached.
+        let first = cache.ticket(&id);
+        let second = cache.ticket(&id);
+        cache.settle(first, &id, Some((Record::default(), i64::MAX)));
+        cache.settle(second, &id, Some((Record::default(), i64::MAX)));
+        assert_eq!(cache.get(&id, 0), None);
+    }
+
+    #[test]
+    fn invalidations_and_expiries_drop_entries() {
+        let cache = tracking_cache(10);
+        let (a, b) = (SessionId::generate(), SessionId::generate());
+        for id in [&a, &b] {
+            cache.settle(cache.ticket(id), id, Some((Record::default(), 1_000)));
+        }
+        cache.on_push(&invalidate(&[&format!("sess:{a}"), "other:key"]));
+        assert_eq!(cache.get(&a, 0), None);
+        assert!(cache.get(&b, 999).is_some());
+        assert_eq!(cache.get(&b, 1_000), None, "expired with its key");
+    }
+
+    #[test]
+    fn a_disconnection_empties_the_cache_until_tracking_is_back() {
+        let cache = tracking_cache(10);
+        let id = SessionId::generate();
+        cache.settle(cache.ticket(&id), &id, Some((Record::default(), i64::MAX)));
+        let ticket = cache.ticket(&id);
+        cache.on_push(&PushInfo {
+            kind: PushKind::Disconnection,
+            data: vec![],
+        });
+        assert_eq!(cache.len(), 0);
+        cache.settle(ticket, &id, Some((Record::default(), i64::MAX)));
+        assert_eq!(
+            cache.get(&id, 0),
+            None,
+            "a ticket of the old epoch fills nothing"
+        );
+        let epoch = cache.tracking_to_enable().unwrap();
+        cache.tracking_enabled(epoch);
+        cache.settle(cache.ticket(&id), &id, Some((Record::default(), i64::MAX)));
+        assert!(cache.get(&id, 0).is_some());
+    }
+
+    #[test]
+    fn a_flush_empties_the_cache_and_the_size_is_bounded() {
+        let cache = tracking_cache(SHARDS * 2);
+        for _ in 0..SHARDS * 20 {
+            let id = SessionId::generate();
+            cache.settle(cache.ticket(&id), &id, Some((Record::default(), i64::MAX)));
+        }
+        assert!(cache.len() <= SHARDS * 2, "{}", cache.len());
+        cache.on_push(&PushInfo {
+            kind: PushKind::Invalidate,
+            data: vec![Value::Nil],
+        });
+        assert_eq!(cache.len(), 0);
+    }
+}
