@@ -47,11 +47,16 @@ async fn sesame_round_trips_per_request() {
 
 /// With the client-side cache, a session the store has seen is read from memory: reads cost
 /// nothing, and the write's load too, where the server does not notify a connection of its own
-/// scripts' writes (NOLOOP); Redis before 7.2 does, and the load after a patch reads again.
+/// scripts' writes (NOLOOP); Redis 7.0 does, and there the load after a patch reads again.
 #[tokio::test]
 async fn sesame_round_trips_per_request_with_the_client_side_cache() {
     let Some(rows) = counts().await else { return };
-    for (scenario, trips) in [("none", 0.0), ("bad-cookie", 0.0), ("read", 0.0), ("new", 1.0)] {
+    for (scenario, trips) in [
+        ("none", 0.0),
+        ("bad-cookie", 0.0),
+        ("read", 0.0),
+        ("new", 1.0),
+    ] {
         assert_eq!(
             of(&rows, scenario, SESAME_CLIENT_CACHE),
             trips,

@@ -101,6 +101,18 @@
 //! the record they do not change byte for byte, so the express format stays exact (Redis's `cjson`
 //! would turn an empty array into `{}` and round large integers; it is not used to re-encode). The
 //! store needs Redis 6.0 or later (`KEEPTTL`, `SCAN ... TYPE`).
+//!
+//! # Client-side cache
+//!
+//! [`RedisStoreBuilder::client_side_cache`] keeps the records this process reads and writes in
+//! memory, and Redis keeps them honest: it notifies the store of every change another connection
+//! makes under the prefix (`CLIENT TRACKING ON BCAST PREFIX <prefix> NOLOOP`, over RESP3), and the
+//! store drops its copy. A session the store has seen is then read in no round trip, and several
+//! app instances (or an Express app) can still share the sessions. See the builder method for the
+//! rules that keep the cache from serving what Redis no longer holds, and the one trade-off (the
+//! delivery delay of a notice). Redis 7.0 (at least) also notifies a connection of the writes of
+//! its own scripts despite `NOLOOP`, so there a patch drops the cached copy and the next read goes
+//! to Redis.
 #![forbid(unsafe_code)]
 
 mod builder;

@@ -692,7 +692,7 @@ async fn the_client_side_cache_reads_in_no_round_trip_and_writes_in_one() {
             .map_or(0, |(_, count)| *count)
     };
     assert_eq!(count("evalsha"), 5, "one round trip per patch: {writes:?}");
-    // Redis before 7.2 notifies a connection of its own scripts' writes despite NOLOOP, so the
+    // Redis 7.0 notifies a connection of its own scripts' writes despite NOLOOP, so the
     // load after a patch may read the session again (value and TTL in one round trip); never more.
     assert!(
         count("get") <= 5 && count("get") == count("pttl"),
