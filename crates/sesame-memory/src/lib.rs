@@ -401,7 +401,28 @@ const SWEEP_BATCH: usize = 128;
 /// Removes the expired entries, a shard at a time, without long lock holds: expired ids are found
 /// under the read lock (requests on the shard go on reading meanwhile), removed in small batches
 /// under the write lock, and freed after the lock is released. Tables that emptied out shrink.
-async fn sweep(inner: &Inner) -> usize {
+/// Sweeps on the runtime's blocking pool, not on one of its workers: freeing a million records
+/// makes the allocator hand hundreds of megabytes back to the kernel, and the free that triggers
+/// it can take a few hundred milliseconds, which must not hold up the requests a worker runs.
+/// Outside a tokio runtime it sweeps in place.
+async fn sweep(inner: &Arc<Inner>) -> usize {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return sweep_now(inner);
+    }
+    let inner = Arc::clone(inner);
+    match tokio::task::spawn_blocking(move || sweep_now(&inner)).await {
+        Ok(removed) => removed,
+        Err(error) => {
+            tracing::error!(%error, "the memory store's sweep failed");
+            0
+        }
+    }
+}
+
+/// Removes every expired record, one shard at a time: a read lock to find the expired ids, then
+/// batches of [`SWEEP_BATCH`] under the write lock. Memory is freed only outside the locks (the
+/// removed records, and a table that shrank), since a free can be slow (see [`sweep`]).
+fn sweep_now(inner: &Inner) -> usize {
     let mut removed = 0;
     for shard in inner.shards.iter() {
         let now = unix_millis(sesame_core::now());
@@ -412,7 +433,7 @@ async fn sweep(inner: &Inner) -> usize {
             .collect();
         for batch in expired.chunks(SWEEP_BATCH) {
             let mut dead = Vec::with_capacity(batch.len());
-            {
+            let outgrown_table = {
                 let mut map = write_lock(shard);
                 let mut expired_of_users = Vec::new();
                 for id in batch {
@@ -434,17 +455,19 @@ async fn sweep(inner: &Inner) -> usize {
                         unindex(&mut users, user, id);
                     }
                 }
-                // Give memory back once a table is mostly empty (a burst of sessions expired).
-                if map.capacity() > 16 && map.len() < map.capacity() / 4 {
-                    let keep = map.len() * 2;
-                    map.shrink_to(keep);
-                }
-            }
+                // Give memory back once a table is mostly empty (a burst of sessions expired):
+                // the live entries move to a smaller table, and the old one is freed after the
+                // lock is released.
+                (map.capacity() > 16 && map.len() < map.capacity() / 4).then(|| {
+                    let mut smaller =
+                        Shard::with_capacity_and_hasher(map.len() * 2, map.hasher().clone());
+                    smaller.extend(map.drain());
+                    std::mem::replace(&mut *map, smaller)
+                })
+            };
             removed += dead.len();
-            // The records are freed here, outside the lock.
             drop(dead);
-            // Let requests waiting on this shard (and other tasks) run between batches.
-            tokio::task::yield_now().await;
+            drop(outgrown_table);
         }
     }
     removed
