@@ -6,8 +6,9 @@
 //!   the round trips each spends per request are counted first and printed.
 //! - `throughput/write`: 64 tasks on a multi-thread runtime, each doing sequential writes on its
 //!   own session, for sesame and tower-sessions; criterion reports requests per second.
-//! - `caching/read`: the read scenario on `RedisStore` (`redis`) and on a `CachingStore` in front
-//!   of it (`cached-redis`).
+//! - `caching/read`: the read scenario on `RedisStore` (`redis`), on a `CachingStore` in front
+//!   of it (`cached-redis`), and on `RedisStore` with its client-side cache
+//!   (`client-cached-redis`).
 //!
 //! `cargo bench -p sesame-bench --bench redis`; `python3 scripts/bench_report.py` prints the
 //! tables. See `sesame_bench::redis` for the configuration of each side.
@@ -142,6 +143,19 @@ fn caching(c: &mut Criterion) {
         &runtime,
         "cached-redis",
         &cached,
+        "/read",
+        "read",
+        name,
+    );
+    let client_cached = runtime
+        .block_on(sesame_client_cached_store(url, SESAME_PREFIX))
+        .map(sesame_redis_app)
+        .expect("sesame's client-cached store");
+    bench_one(
+        &mut group,
+        &runtime,
+        "client-cached-redis",
+        &client_cached,
         "/read",
         "read",
         name,

@@ -106,8 +106,12 @@ impl ClientCache {
         }
     }
 
-    /// Enabling tracking failed for `epoch`: let the next caller try again.
+    /// Enabling tracking for `epoch` ended without confirming it (failed, or was dropped): let the
+    /// next caller try again. Does nothing once tracking is confirmed.
     pub(crate) fn tracking_failed(&self, epoch: u64) {
+        if self.tracking.load(Ordering::Acquire) == epoch {
+            return;
+        }
         let _ =
             self.enabling
                 .compare_exchange(epoch, NO_EPOCH, Ordering::AcqRel, Ordering::Relaxed);
@@ -295,6 +299,22 @@ mod tests {
         cache.tracking_enabled(epoch);
         cache.settle(cache.ticket(&id), &id, Some((Record::default(), i64::MAX)));
         assert_eq!(cache.get(&id, 0), Some(Record::default()));
+    }
+
+    #[test]
+    fn an_abandoned_attempt_to_enable_tracking_lets_the_next_caller_try() {
+        let cache = ClientCache::new(10, "sess:");
+        let epoch = cache.tracking_to_enable().unwrap();
+        assert_eq!(cache.tracking_to_enable(), None);
+        cache.tracking_failed(epoch);
+        let again = cache.tracking_to_enable().unwrap();
+        cache.tracking_enabled(again);
+        cache.tracking_failed(again);
+        assert_eq!(
+            cache.tracking_to_enable(),
+            None,
+            "confirmed tracking stays on"
+        );
     }
 
     #[test]

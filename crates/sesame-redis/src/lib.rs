@@ -317,6 +317,9 @@ impl RedisStore {
     async fn client_cache(&self) -> Option<&ClientCache> {
         let cache = self.inner.client_cache.as_deref()?;
         if let Some(epoch) = cache.tracking_to_enable() {
+            // Should this call be dropped before the reply (a request timing out), the next
+            // caller tries again.
+            let _unless_done = EnablingTracking { cache, epoch };
             let mut cmd = redis::cmd("CLIENT");
             cmd.arg("TRACKING")
                 .arg("ON")
@@ -331,8 +334,8 @@ impl RedisStore {
                 Err(error) if error.to_string().contains("overlaps") => {
                     cache.tracking_enabled(epoch);
                 }
+                // The guard lets the next caller try again.
                 Err(error) => {
-                    cache.tracking_failed(epoch);
                     tracing::warn!(
                         error = &error as &dyn std::error::Error,
                         "could not enable Redis client tracking; the client-side cache waits"
@@ -665,6 +668,19 @@ impl RedisStore {
             }
         }
         Ok(true)
+    }
+}
+
+/// Lets the next caller enable tracking when dropped, unless tracking was enabled meanwhile (then
+/// it does nothing).
+struct EnablingTracking<'a> {
+    cache: &'a ClientCache,
+    epoch: u64,
+}
+
+impl Drop for EnablingTracking<'_> {
+    fn drop(&mut self) {
+        self.cache.tracking_failed(self.epoch);
     }
 }
 
