@@ -245,11 +245,7 @@ impl ClientCache {
             Value::SimpleString(key) => key.as_bytes(),
             _ => return self.forget_all(),
         };
-        let Some(id) = key
-            .strip_prefix(&*self.prefix)
-            .and_then(|id| std::str::from_utf8(id).ok())
-            .and_then(|id| SessionId::parse(id).ok())
-        else {
+        let Some(id) = crate::id_in_key(&self.prefix, key) else {
             // Not a session key of this store (another prefix sharing the broadcast, or not an
             // id): nothing of it is cached.
             return;

@@ -200,6 +200,26 @@ enum Expiry {
     Never,
 }
 
+impl Expiry {
+    /// When a key written at `now` with this expiry dies, in milliseconds since the Unix epoch
+    /// (`i64::MAX`: never).
+    fn instant_millis(self, now: OffsetDateTime) -> i64 {
+        match self {
+            Self::Millis(ms) => {
+                unix_millis(now).saturating_add(i64::try_from(ms).unwrap_or(i64::MAX))
+            }
+            Self::Never => i64::MAX,
+        }
+    }
+}
+
+/// The session id in a Redis key of the store whose prefix is `prefix`; `None` for a key of
+/// another prefix, or not a valid id.
+fn id_in_key(prefix: &[u8], key: &[u8]) -> Option<SessionId> {
+    let id = key.strip_prefix(prefix)?;
+    SessionId::parse(std::str::from_utf8(id).ok()?).ok()
+}
+
 /// What the patch script did.
 enum Patched {
     /// There was no live record: nothing written.
@@ -439,13 +459,7 @@ impl RedisStore {
             } else {
                 record.clone().without_origin()
             };
-            let expires_at = match expiry {
-                Expiry::Millis(ms) => {
-                    unix_millis(now).saturating_add(i64::try_from(ms).unwrap_or(i64::MAX))
-                }
-                Expiry::Never => i64::MAX,
-            };
-            (copy, expires_at)
+            (copy, expiry.instant_millis(now))
         });
         cache.settle(ticket, id, written);
     }
@@ -473,8 +487,7 @@ impl RedisStore {
 
     /// The session id in a scanned key, `None` for a key of another prefix or not a valid id.
     fn id_of(&self, key: &[u8]) -> Option<SessionId> {
-        let id = key.strip_prefix(self.inner.prefix.as_bytes())?;
-        SessionId::parse(std::str::from_utf8(id).ok()?).ok()
+        id_in_key(self.inner.prefix.as_bytes(), key)
     }
 
     /// Every session key of the store's prefix, each once (see [`scan`](Self::scan)). Only string
@@ -955,12 +968,9 @@ impl SessionStore for RedisStore {
                             // The value is unchanged: a cached copy lives on until the new TTL
                             // (PEXPIRE replies 1 when the key was there).
                             match touched {
-                                Ok(1) => cache.retime(
-                                    ticket,
-                                    id,
-                                    unix_millis(now)
-                                        .saturating_add(i64::try_from(ms).unwrap_or(i64::MAX)),
-                                ),
+                                Ok(1) => {
+                                    cache.retime(ticket, id, Expiry::Millis(ms).instant_millis(now))
+                                }
                                 _ => cache.forget(id),
                             }
                         }
