@@ -438,6 +438,10 @@ async fn finish<B>(
         return Ok(());
     };
     let config = &session.config;
+    if lock_state(state).is_unused_new_session(config) {
+        // Nothing to store and no cookie to send (a forged cookie lands here): no clock read.
+        return Ok(());
+    }
     // One clock read for the decision and the store call that carries it out.
     let now = sesame_core::now();
     let (action, cookie) = decide(config, &mut lock_state(state), now);

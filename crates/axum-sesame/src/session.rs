@@ -148,6 +148,21 @@ impl State {
         self.id.is_some() && self.stored_id == self.id
     }
 
+    /// A session this request started and left as it was, under a policy that does not save
+    /// uninitialized sessions: express-session's decisions come to "no write, no cookie" for it
+    /// whatever the time (see `layer::decide`).
+    pub(crate) fn is_unused_new_session(&self, config: &Config) -> bool {
+        self.is_new
+            && !config.save_uninitialized
+            && !self.is_persisted()
+            && !self.unsaved
+            && !self.modified
+            && !self.cookie_changed
+            && !self.stale_client_cookie
+            && !self.destroyed
+            && !self.detached
+    }
+
     /// The data, for a change: keeps the record as loaded first (see [`State::loaded`]).
     fn data_mut(&mut self) -> &mut Map<String, Value> {
         if self.loaded.is_none() && self.is_persisted() {

@@ -66,7 +66,7 @@ impl VerifiedCookies {
         if keys.is_private() {
             // Private cookies carry a fresh nonce each time they are set, so few values repeat
             // and decryption is cheap next to the lookup it would save.
-            return keys.verify_cookie_value(std::str::from_utf8(value).ok()?);
+            return keys.verify_cookie_bytes(value);
         }
         let hash = self.hasher.hash_one(value);
         let shard = &self.shards[(hash >> 32) as usize % SHARDS];
@@ -78,7 +78,7 @@ impl VerifiedCookies {
         {
             return Some(id.clone());
         }
-        let id = keys.verify_cookie_value(std::str::from_utf8(value).ok()?)?;
+        let id = keys.verify_cookie_bytes(value)?;
         Self::insert(shard, hash, value, id.clone());
         Some(id)
     }

@@ -13,16 +13,14 @@ use std::borrow::Cow;
 use std::fmt;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
-use ring::{aead, hkdf, hmac};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::{aead, hkdf};
 
 use crate::SessionId;
+use crate::tag::{self, TagKey};
 
 /// The prefix express-session puts before a signed value.
 const SIGNED_PREFIX: &str = "s:";
-
-/// Length of an HMAC-SHA256 tag.
-const TAG_LEN: usize = 32;
 
 /// The shortest secret accepted without [`KeyRingBuilder::allow_short_secrets`]: 256 bits, the
 /// strength of the HMAC and AES keys derived from it.
@@ -40,7 +38,7 @@ const PRIVATE_KEY_SALT: &[u8] = b"sesame private cookie key v1";
 
 #[derive(Clone)]
 enum Keys {
-    Signed(Vec<hmac::Key>),
+    Signed(Vec<TagKey>),
     Private(Vec<aead::LessSafeKey>),
 }
 
@@ -119,7 +117,7 @@ impl KeyRingBuilder {
             Keys::Signed(
                 secrets
                     .iter()
-                    .map(|secret| hmac::Key::new(hmac::HMAC_SHA256, secret.as_ref()))
+                    .map(|secret| TagKey::new(secret.as_ref()))
                     .collect(),
             )
         };
@@ -189,6 +187,13 @@ impl KeyRing {
     /// unsigned (express-session ignores those too), tampered with, or sealed by no secret gives
     /// `None`, without panicking and without allocating more than the value's size.
     pub fn verify_cookie_value(&self, cookie_value: &str) -> Option<SessionId> {
+        self.verify_cookie_bytes(cookie_value.as_bytes())
+    }
+
+    /// [`verify_cookie_value`](Self::verify_cookie_value) of a value as it came in the `Cookie`
+    /// header, bytes that need not be UTF-8 (a value that is not never verifies): the layer's
+    /// path, which spares a UTF-8 check of every cookie.
+    pub fn verify_cookie_bytes(&self, cookie_value: &[u8]) -> Option<SessionId> {
         if cookie_value.len() > MAX_COOKIE_VALUE_LEN {
             return None;
         }
@@ -197,7 +202,7 @@ impl KeyRing {
                 // Decode on the stack: verification allocates nothing until the id is accepted.
                 let mut buffer = [0u8; MAX_COOKIE_VALUE_LEN];
                 let decoded = decode_uri_component_into(cookie_value, &mut buffer)?;
-                let signed = decoded.strip_prefix(SIGNED_PREFIX)?;
+                let signed = decoded.strip_prefix(SIGNED_PREFIX.as_bytes())?;
                 unsign_with(keys, signed)
             }
             Keys::Private(keys) => open(keys, cookie_value),
@@ -214,69 +219,49 @@ impl KeyRing {
     }
 }
 
-fn sign_with(key: &hmac::Key, id: &SessionId) -> String {
-    let tag = hmac::sign(key, id.as_str().as_bytes());
-    let mut out = String::with_capacity(2 + id.as_str().len() + 1 + 43);
+fn sign_with(key: &TagKey, id: &SessionId) -> String {
+    let signature = key.encoded_tag(id.as_str().as_bytes());
+    let mut out = String::with_capacity(2 + id.as_str().len() + 1 + tag::ENCODED_TAG_LEN);
     out.push_str(SIGNED_PREFIX);
     out.push_str(id.as_str());
     out.push('.');
-    STANDARD_NO_PAD.encode_string(tag.as_ref(), &mut out);
+    // Base64 is ASCII.
+    out.extend(signature.iter().map(|&byte| char::from(byte)));
     out
 }
 
 /// `encode_uri_component(sign_with(key, id))`, built in one pass without the intermediate string:
 /// the prefix `s:` encodes to `s%3A`, then the id and the base64 signature are escaped straight
 /// into the output. This runs for every new session and every rolling cookie.
-fn sign_encoded(key: &hmac::Key, id: &SessionId) -> String {
-    let tag = hmac::sign(key, id.as_str().as_bytes());
-    let mut out = String::with_capacity(4 + id.as_str().len() + 1 + 43 + 16);
+fn sign_encoded(key: &TagKey, id: &SessionId) -> String {
+    let signature = key.encoded_tag(id.as_str().as_bytes());
+    let mut out = String::with_capacity(4 + id.as_str().len() + 1 + tag::ENCODED_TAG_LEN + 16);
     out.push_str("s%3A");
     push_uri_encoded(&mut out, id.as_str());
     out.push('.');
-    push_base64_uri_encoded(&mut out, tag.as_ref());
+    // `encodeURIComponent` of base64: `+` and `/`, the only characters that need an escape,
+    // become `%2B` and `%2F`.
+    for &byte in &signature {
+        match byte {
+            b'+' => out.push_str("%2B"),
+            b'/' => out.push_str("%2F"),
+            _ => out.push(char::from(byte)),
+        }
+    }
     out
 }
 
-/// Appends `encodeURIComponent` of the standard, unpadded base64 of `bytes` (what
-/// `cookie-signature` writes after the dot): `+` and `/`, the only base64 characters that need an
-/// escape, become `%2B` and `%2F`. Encoded on the stack, then copied in runs between escapes.
-fn push_base64_uri_encoded(out: &mut String, bytes: &[u8]) {
-    // A multiple of 3 bytes per chunk, so that only the last one has a partial group; an
-    // HMAC-SHA256 tag is one chunk.
-    const CHUNK: usize = 48;
-    for chunk in bytes.chunks(CHUNK) {
-        let mut encoded = [0u8; CHUNK / 3 * 4];
-        let len = STANDARD_NO_PAD
-            .encode_slice(chunk, &mut encoded)
-            .unwrap_or_default();
-        let mut rest = encoded.get(..len).unwrap_or_default();
-        while let Some(at) = memchr::memchr2(b'+', b'/', rest) {
-            out.push_str(std::str::from_utf8(&rest[..at]).unwrap_or_default());
-            out.push_str(if rest[at] == b'+' { "%2B" } else { "%2F" });
-            rest = &rest[at + 1..];
-        }
-        out.push_str(std::str::from_utf8(rest).unwrap_or_default());
-    }
-}
-
 /// Verifies `<id>.<signature>` (the part after `s:`), as `cookie-signature`'s `unsign` does: the
-/// signature follows the last `.`.
-fn unsign_with(keys: &[hmac::Key], signed: &str) -> Option<SessionId> {
-    let (id, signature) = signed.rsplit_once('.')?;
-    // A base64 SHA-256 tag without padding is exactly 43 characters; anything else cannot match.
-    if signature.len() != 43 {
+/// signature follows the last `.`. An unpadded base64 SHA-256 tag is exactly 43 characters, none
+/// of them a `.`, so the dot must stand just before the last 43 bytes; anything else cannot match.
+fn unsign_with(keys: &[TagKey], signed: &[u8]) -> Option<SessionId> {
+    let dot = signed.len().checked_sub(tag::ENCODED_TAG_LEN + 1)?;
+    let (id, signature) = (&signed[..dot], &signed[dot + 1..]);
+    if signed[dot] != b'.' {
         return None;
     }
-    let mut tag = [0u8; TAG_LEN];
-    match STANDARD_NO_PAD.decode_slice(signature, &mut tag) {
-        Ok(TAG_LEN) => {}
-        _ => return None,
-    }
-    let verified = keys
-        .iter()
-        .any(|key| hmac::verify(key, id.as_bytes(), &tag).is_ok());
-    if verified {
-        SessionId::parse(id).ok()
+    if keys.iter().any(|key| key.verify_encoded(id, signature)) {
+        SessionId::parse(std::str::from_utf8(id).ok()?).ok()
     } else {
         None
     }
@@ -300,7 +285,7 @@ fn seal(key: &aead::LessSafeKey, id: &SessionId) -> String {
     URL_SAFE_NO_PAD.encode(sealed)
 }
 
-fn open(keys: &[aead::LessSafeKey], value: &str) -> Option<SessionId> {
+fn open(keys: &[aead::LessSafeKey], value: &[u8]) -> Option<SessionId> {
     let sealed = URL_SAFE_NO_PAD.decode(value).ok()?;
     if sealed.len() <= aead::NONCE_LEN + aead::AES_256_GCM.tag_len() {
         return None;
@@ -337,7 +322,7 @@ impl fmt::Debug for KeyRing {
 /// find them, so do not hash ids while sharing sessions with express-session.
 #[derive(Clone)]
 pub struct IdHasher {
-    key: hmac::Key,
+    key: TagKey,
 }
 
 impl IdHasher {
@@ -349,14 +334,20 @@ impl IdHasher {
             return Err(KeyRingError::SecretTooShort { len: key.len() });
         }
         Ok(Self {
-            key: hmac::Key::new(hmac::HMAC_SHA256, key),
+            key: TagKey::new(key),
         })
     }
 
     /// The storage key of `id`: base64url(HMAC-SHA256(key, id)), 43 characters.
     pub fn hash(&self, id: &SessionId) -> SessionId {
-        let tag = hmac::sign(&self.key, id.as_str().as_bytes());
-        SessionId::from_trusted(URL_SAFE_NO_PAD.encode(tag.as_ref()))
+        let tag = self.key.tag(id.as_str().as_bytes());
+        let encoded = tag::encode_tag(&tag, tag::URL_SAFE);
+        SessionId::from_trusted(
+            encoded
+                .iter()
+                .map(|&byte| char::from(byte))
+                .collect::<String>(),
+        )
     }
 }
 
@@ -501,12 +492,15 @@ fn push_uri_encoded(out: &mut String, value: &str) {
 
 /// Percent-decodes `value` into `buffer` (at least as long as `value`), as
 /// [`decode_uri_component`] does, without allocating.
-fn decode_uri_component_into<'a>(value: &'a str, buffer: &'a mut [u8]) -> Option<&'a str> {
-    if !value.contains('%') {
+/// Percent-decodes `value` into `buffer` as `cookie.parse` does (see [`decode_uri_component`]):
+/// `value` itself when it has no escape, a bad escape, or decodes to invalid UTF-8; `None` only
+/// when `buffer` is too small.
+fn decode_uri_component_into<'a>(value: &'a [u8], buffer: &'a mut [u8]) -> Option<&'a [u8]> {
+    if memchr::memchr(b'%', value).is_none() {
         return Some(value);
     }
     // Runs between escapes are copied whole (a signed cookie has a handful of escapes).
-    let mut rest = value.as_bytes();
+    let mut rest = value;
     let mut len = 0;
     loop {
         let run = memchr::memchr(b'%', rest).unwrap_or(rest.len());
@@ -526,9 +520,11 @@ fn decode_uri_component_into<'a>(value: &'a str, buffer: &'a mut [u8]) -> Option
         len += 1;
         rest = &rest[3..];
     }
-    match std::str::from_utf8(&buffer[..len]) {
-        Ok(decoded) => Some(decoded),
-        Err(_) => Some(value),
+    let decoded = &buffer[..len];
+    if std::str::from_utf8(decoded).is_ok() {
+        Some(decoded)
+    } else {
+        Some(value)
     }
 }
 
@@ -546,8 +542,13 @@ pub fn decode_uri_component(value: &str) -> Cow<'_, str> {
     }
     // Decoding never lengthens a value, so a buffer of its length always suffices.
     let mut buffer = vec![0; value.len()];
-    match decode_uri_component_into(value, &mut buffer) {
-        Some(decoded) if !std::ptr::eq(decoded, value) => Cow::Owned(decoded.to_owned()),
+    match decode_uri_component_into(value.as_bytes(), &mut buffer) {
+        Some(decoded) if !std::ptr::eq(decoded, value.as_bytes()) => {
+            // Decoded values are checked to be UTF-8.
+            std::str::from_utf8(decoded).map_or(Cow::Borrowed(value), |decoded| {
+                Cow::Owned(decoded.to_owned())
+            })
+        }
         _ => Cow::Borrowed(value),
     }
 }
@@ -555,27 +556,6 @@ pub fn decode_uri_component(value: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn one_pass_signature_encoding_is_encode_uri_component_of_base64() {
-        for len in 0..=40 {
-            for seed in 0..8u8 {
-                let bytes: Vec<u8> = (0..len as u8)
-                    .map(|i| i.wrapping_mul(97).wrapping_add(seed.wrapping_mul(61)) ^ 0xfb)
-                    .collect();
-                let mut fused = String::new();
-                push_base64_uri_encoded(&mut fused, &bytes);
-                assert_eq!(
-                    fused,
-                    encode_uri_component(&STANDARD_NO_PAD.encode(&bytes)),
-                    "{bytes:?}"
-                );
-            }
-        }
-        let mut escaped = String::new();
-        push_base64_uri_encoded(&mut escaped, &[0xfb, 0xff, 0xbf]);
-        assert_eq!(escaped, "%2B%2F%2B%2F");
-    }
 
     #[test]
     fn the_one_pass_signed_value_is_the_encoded_signed_value() {
@@ -763,8 +743,8 @@ mod tests {
         let mut buffer = [0u8; MAX_COOKIE_VALUE_LEN];
         for value in ["plain", "s%3Aa%2Bb", "%ZZ", "100%", "%C3%A9", "%FF%FE", ""] {
             assert_eq!(
-                decode_uri_component_into(value, &mut buffer).unwrap(),
-                decode_uri_component(value),
+                decode_uri_component_into(value.as_bytes(), &mut buffer).unwrap(),
+                decode_uri_component(value).as_bytes(),
                 "{value:?}"
             );
         }

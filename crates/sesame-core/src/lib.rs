@@ -24,6 +24,7 @@ mod observe;
 mod patch;
 mod record;
 mod store;
+mod tag;
 
 pub use cookie::{CookieOptions, Expiry, Priority, SameSite, SameSitePolicy, Secure};
 pub use error::{BoxError, Error, Result};
