@@ -136,6 +136,22 @@ impl GuardedStore {
         Box::pin(self.patch(id, patch)).await
     }
 
+    /// Creates `id` at `now` when the store is the memory store, called directly (it answers at
+    /// once); `None` for any other store, to be awaited.
+    pub(crate) fn create_in_place(
+        &self,
+        id: &SessionId,
+        record: &Record,
+        now: OffsetDateTime,
+    ) -> Option<Result<()>> {
+        #[cfg(feature = "memory")]
+        if let Some(memory) = self.direct_memory() {
+            return Some(memory.create_at(&self.at_rest(id), record, now));
+        }
+        let _ = (id, record, now);
+        None
+    }
+
     /// Writes `record` whole in place of `id`'s when the store is the memory store, called
     /// directly, and still holds the data `loaded` was read with: the outcome of a patch without
     /// building one. `None` when that does not apply (another store, or a concurrent write got

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use http::header::HeaderName;
 use http::uri::Scheme;
 use http::{HeaderValue, Request, Response, StatusCode};
-use sesame_core::{CookieOptions, DynStore, Record, SessionId, SessionStore};
+use sesame_core::{CookieOptions, DynStore, SessionId, SessionStore};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -304,8 +304,9 @@ fn is_https<B>(request: &Request<B>, trust_proxy: bool) -> bool {
 /// What to do with the store at the end of a request.
 enum StoreAction {
     Nothing,
-    Create(SessionId, Record),
-    Save(SessionId, Record),
+    /// The record is copied from the state when the write is made.
+    Create(SessionId),
+    Save(SessionId),
     /// The patch is built only when the store cannot take the record whole (see `finish`).
     Patch(SessionId),
     /// The record to send is built only for a store that needs more than the cookie state.
@@ -384,9 +385,9 @@ fn decide(
         // destroyed meanwhile stays destroyed.
         StoreAction::Patch(state.id(config))
     } else if save && persisted {
-        StoreAction::Save(state.id(config), state.record.clone())
+        StoreAction::Save(state.id(config))
     } else if save {
-        StoreAction::Create(state.id(config), state.record.clone())
+        StoreAction::Create(state.id(config))
     } else if touch {
         // Touch moves the expiry only: the cookie state is all the store needs.
         StoreAction::Touch(state.id(config))
@@ -437,14 +438,54 @@ async fn finish<B>(
         // The handler never touched the session: no store I/O, no cookie.
         return Ok(());
     };
+    let header = match settle(session, state)? {
+        Settled::Done(header) => header,
+        Settled::Await {
+            action,
+            cookie,
+            now,
+        } => {
+            if !store_action(session, state, action, now).await? {
+                destroyed_meanwhile();
+                return Ok(());
+            }
+            cookie_header_for(session, cookie, &mut lock_state(state))
+        }
+    };
+    if let Some(header) = header {
+        append_set_cookie(response.headers_mut(), header);
+    }
+    Ok(())
+}
+
+/// Where the decision left the request.
+enum Settled {
+    /// All done under one lock of the state: the cookie header to send, if any.
+    Done(Option<HeaderValue>),
+    /// A store call to await (with the state unlocked), then the cookie.
+    Await {
+        action: StoreAction,
+        cookie: CookieAction,
+        now: sesame_core::time::OffsetDateTime,
+    },
+}
+
+/// Takes the decision, and with the memory store carries it out, under one lock of the state:
+/// what that store does in place (a touch, or the whole record written over the one the request
+/// loaded) answers at once.
+fn settle(
+    session: &RequestSession,
+    state: &std::sync::Mutex<State>,
+) -> Result<Settled, sesame_core::Error> {
     let config = &session.config;
-    if lock_state(state).is_unused_new_session(config) {
+    let mut locked = lock_state(state);
+    if locked.is_unused_new_session(config) {
         // Nothing to store and no cookie to send (a forged cookie lands here): no clock read.
-        return Ok(());
+        return Ok(Settled::Done(None));
     }
     // One clock read for the decision and the store call that carries it out.
     let now = sesame_core::now();
-    let (action, cookie) = decide(config, &mut lock_state(state), now);
+    let (action, cookie) = decide(config, &mut locked, now);
 
     let writes = matches!(
         action,
@@ -452,40 +493,117 @@ async fn finish<B>(
     );
     if writes && config.max_record_size.is_some() {
         // The whole record as this request sees it: what the store will hold after the write.
-        config.check_size(&lock_state(state).record)?;
+        config.check_size(&locked.record)?;
     }
     match action {
         StoreAction::Nothing => {}
         StoreAction::Patch(id) => {
-            let replaced = {
-                let state = lock_state(state);
-                state.loaded.as_ref().and_then(|loaded| {
-                    config
-                        .store
-                        .replace_in_place(&id, loaded, &state.record, now)
-                })
-            };
-            let written = match replaced {
-                Some(written) => written,
-                None => {
-                    let patch = lock_state(state).patch();
-                    config.store.patch_at(&id, &patch, now).await?
+            let replaced = locked.loaded.as_ref().and_then(|loaded| {
+                config
+                    .store
+                    .replace_in_place(&id, loaded, &locked.record, now)
+            });
+            match replaced {
+                Some(true) => {
+                    if locked.has_id(&id) {
+                        locked.mark_saved();
+                    }
                 }
-            };
-            if written {
-                mark_saved(state, &id);
-            } else {
-                // Another request destroyed the session while this one ran: destroy wins, so the
-                // changes are dropped and no cookie for the dead id is sent.
-                tracing::debug!("session destroyed by a concurrent request; changes dropped");
-                return Ok(());
+                Some(false) => {
+                    destroyed_meanwhile();
+                    return Ok(Settled::Done(None));
+                }
+                None => {
+                    return Ok(Settled::Await {
+                        action: StoreAction::Patch(id),
+                        cookie,
+                        now,
+                    });
+                }
             }
         }
-        StoreAction::Save(id, record) => {
+        StoreAction::Create(id) => match config.store.create_in_place(&id, &locked.record, now) {
+            Some(Ok(())) => {
+                if locked.has_id(&id) {
+                    locked.mark_saved();
+                }
+            }
+            Some(Err(error)) if !matches!(error, sesame_core::Error::AlreadyExists { .. }) => {
+                return Err(error);
+            }
+            // Another store, or an id collision: the awaited path retries with new ids.
+            _ => {
+                return Ok(Settled::Await {
+                    action: StoreAction::Create(id),
+                    cookie,
+                    now,
+                });
+            }
+        },
+        StoreAction::Touch(id)
+            if config
+                .store
+                .touch_in_place(&id, locked.record.cookie(), now) => {}
+        action => {
+            return Ok(Settled::Await {
+                action,
+                cookie,
+                now,
+            });
+        }
+    }
+    Ok(Settled::Done(cookie_header_for(
+        session,
+        cookie,
+        &mut locked,
+    )))
+}
+
+/// The `Set-Cookie` header `cookie` calls for.
+fn cookie_header_for(
+    session: &RequestSession,
+    cookie: CookieAction,
+    state: &mut State,
+) -> Option<HeaderValue> {
+    let options = &*session.cookie_options;
+    match cookie {
+        CookieAction::Nothing => None,
+        CookieAction::Set => cookie_header(session, options, state, false),
+        CookieAction::Remove => cookie_header(session, options, state, true),
+    }
+}
+
+/// Another request destroyed the session while this one ran: destroy wins, so the changes are
+/// dropped and no cookie for the dead id is sent.
+fn destroyed_meanwhile() {
+    tracing::debug!("session destroyed by a concurrent request; changes dropped");
+}
+
+/// Carries out a store action that was not done in place; `false` when the session turned out to
+/// be destroyed meanwhile.
+async fn store_action(
+    session: &RequestSession,
+    state: &std::sync::Mutex<State>,
+    action: StoreAction,
+    now: sesame_core::time::OffsetDateTime,
+) -> Result<bool, sesame_core::Error> {
+    let config = &session.config;
+    match action {
+        StoreAction::Nothing => {}
+        StoreAction::Patch(id) => {
+            let patch = lock_state(state).patch();
+            if !config.store.patch_at(&id, &patch, now).await? {
+                return Ok(false);
+            }
+            mark_saved(state, &id);
+        }
+        StoreAction::Save(id) => {
+            let record = lock_state(state).record.clone();
             config.store.save(&id, &record).await?;
             mark_saved(state, &id);
         }
-        StoreAction::Create(mut id, record) => {
+        StoreAction::Create(mut id) => {
+            let record = lock_state(state).record.clone();
             let mut attempt = 1;
             loop {
                 match config.store.create_at(&id, &record, now).await {
@@ -503,28 +621,13 @@ async fn finish<B>(
             mark_saved(state, &id);
         }
         StoreAction::Touch(id) => {
-            let touched = config
-                .store
-                .touch_in_place(&id, lock_state(state).record.cookie(), now);
-            if !touched {
-                let record = lock_state(state).touch_record();
-                // Boxed, as the other stores' calls (see `GuardedStore::load_at`).
-                Box::pin(config.store.touch(&id, &record)).await?;
-            }
+            let record = lock_state(state).touch_record();
+            // Boxed, as the other stores' calls (see `GuardedStore::load_at`).
+            Box::pin(config.store.touch(&id, &record)).await?;
         }
         StoreAction::Destroy(id) => config.store.destroy(&id).await?,
     }
-
-    let options = &*session.cookie_options;
-    let header = match cookie {
-        CookieAction::Nothing => None,
-        CookieAction::Set => cookie_header(session, options, &mut lock_state(state), false),
-        CookieAction::Remove => cookie_header(session, options, &mut lock_state(state), true),
-    };
-    if let Some(header) = header {
-        append_set_cookie(response.headers_mut(), header);
-    }
-    Ok(())
+    Ok(true)
 }
 
 fn mark_saved(state: &std::sync::Mutex<State>, id: &SessionId) {

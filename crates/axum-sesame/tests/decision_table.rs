@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum_sesame::core::{KeyRing, Record, SessionId, SessionStore};
-use axum_sesame::{CookieOptions, Priority, SameSite, SameSitePolicy, Secure, SessionLayer, Unset};
+use axum_sesame::{
+    CookieOptions, MemoryStore, Priority, SameSite, SameSitePolicy, Secure, SessionLayer, Unset,
+};
 use common::*;
 use http::{Request, StatusCode, header};
 
@@ -635,6 +637,35 @@ async fn an_id_collision_gets_a_new_id_before_the_cookie_is_sent() {
             .is_empty(),
         "not overwritten"
     );
+}
+
+#[tokio::test]
+async fn an_id_collision_in_the_bare_memory_store_also_gets_a_new_id() {
+    // The memory store, called directly, creates in place under the state's lock; a collision
+    // falls back to the path that retries.
+    let store = MemoryStore::new();
+    let taken = SessionId::parse("always-the-same").unwrap();
+    store.save(&taken, &Record::default()).await.unwrap();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = calls.clone();
+    let app = app(
+        builder().genid(move || {
+            if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                "always-the-same".to_owned()
+            } else {
+                "the-second-id".to_owned()
+            }
+        }),
+        store.clone(),
+    );
+    let reply = get_path(&app, "/write", None).await;
+    let pair = reply.cookie_pair();
+    assert_eq!(id_of(&pair), "the-second-id");
+    assert!(
+        store.load(&taken).await.unwrap().unwrap().data().is_empty(),
+        "not overwritten"
+    );
+    assert_eq!(get_path(&app, "/read", Some(&pair)).await.body, "n=1");
 }
 
 // --- Session methods ----------------------------------------------------------------------------

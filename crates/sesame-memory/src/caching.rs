@@ -156,7 +156,7 @@ fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 
 impl Cache {
     fn shard(&self, id: &SessionId) -> &Mutex<Shard> {
-        &self.shards[crate::shard_index(&self.hasher, id, SHARDS)]
+        &self.shards[crate::shard_index(std::hash::BuildHasher::hash_one(&self.hasher, id), SHARDS)]
     }
 
     /// A fresh, unexpired cached record.

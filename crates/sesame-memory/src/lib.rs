@@ -29,6 +29,8 @@ pub use caching::{CachingStore, CachingStoreBuilder, DEFAULT_CACHE_CAPACITY, DEF
 
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Duration;
@@ -106,18 +108,26 @@ impl MemoryStore {
         sweep(&self.inner).await
     }
 
-    fn shard(&self, id: &SessionId) -> &RwLock<Shard> {
-        &self.inner.shards[shard_index(&self.inner.hasher, id, self.inner.shards.len())]
+    /// `id` with its hash, computed once for both the shard and the probe of its table.
+    fn hashed<'a>(&self, id: &'a SessionId) -> HashedId<'a> {
+        HashedId {
+            id,
+            hash: self.inner.hasher.hash_one(id),
+        }
     }
 
-    fn read(&self, id: &SessionId) -> RwLockReadGuard<'_, Shard> {
-        self.start_sweeper();
-        read_lock(self.shard(id))
+    fn shard(&self, key: &HashedId<'_>) -> &RwLock<Shard> {
+        &self.inner.shards[shard_index(key.hash, self.inner.shards.len())]
     }
 
-    fn write(&self, id: &SessionId) -> RwLockWriteGuard<'_, Shard> {
+    fn read(&self, key: &HashedId<'_>) -> RwLockReadGuard<'_, Shard> {
         self.start_sweeper();
-        write_lock(self.shard(id))
+        read_lock(self.shard(key))
+    }
+
+    fn write(&self, key: &HashedId<'_>) -> RwLockWriteGuard<'_, Shard> {
+        self.start_sweeper();
+        write_lock(self.shard(key))
     }
 
     fn start_sweeper(&self) {
@@ -185,8 +195,9 @@ impl MemoryStore {
     /// read the clock already (the session layer reads it once per request, not once per call).
     pub fn load_at(&self, id: &SessionId, now: OffsetDateTime) -> Option<Record> {
         let now = unix_millis(now);
-        self.read(id)
-            .get(id)
+        let key = self.hashed(id);
+        self.read(&key)
+            .get(&key)
             .filter(|entry| entry.expires_at > now)
             .map(|entry| entry.record.clone())
     }
@@ -195,17 +206,20 @@ impl MemoryStore {
     pub fn create_at(&self, id: &SessionId, record: &Record, now: OffsetDateTime) -> Result<()> {
         let now = unix_millis(now);
         let entry = self.entry(record, now);
-        let mut map = self.write(id);
-        // One probe of the map for the check and the insert.
-        let old = match map.entry(id.clone()) {
-            std::collections::hash_map::Entry::Occupied(existing)
-                if existing.get().expires_at > now =>
+        let key = self.hashed(id);
+        let mut map = self.write(&key);
+        // One probe of the table for the check and the insert.
+        let old = match map.entry(&key) {
+            hashbrown::hash_table::Entry::Occupied(existing)
+                if existing.get().1.expires_at > now =>
             {
                 return Err(Error::AlreadyExists { store: STORE_NAME });
             }
-            std::collections::hash_map::Entry::Occupied(mut dead) => Some(dead.insert(entry)),
-            std::collections::hash_map::Entry::Vacant(vacant) => {
-                vacant.insert(entry);
+            hashbrown::hash_table::Entry::Occupied(mut dead) => {
+                Some(std::mem::replace(&mut dead.get_mut().1, entry))
+            }
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                vacant.insert((id.clone(), entry));
                 None
             }
         };
@@ -223,8 +237,9 @@ impl MemoryStore {
     pub fn touch_cookie_at(&self, id: &SessionId, touched: &CookieState, now: OffsetDateTime) {
         let now = unix_millis(now);
         let expires_at = touched.store_expiry_millis(now, self.inner.default_ttl);
-        let mut map = self.write(id);
-        if let Some(entry) = map.get_mut(id).filter(|entry| entry.expires_at > now) {
+        let key = self.hashed(id);
+        let mut map = self.write(&key);
+        if let Some(entry) = map.get_mut(&key).filter(|entry| entry.expires_at > now) {
             // A touch moves the expiry only: copy the expiry fields, not the whole cookie state.
             let stored = entry.record.cookie_mut();
             stored.expires = touched.expires;
@@ -274,8 +289,9 @@ impl MemoryStore {
         rewrite: impl FnOnce(&mut Record) -> bool,
     ) -> Option<bool> {
         let now = unix_millis(now);
-        let mut map = self.write(id);
-        let Some(entry) = map.get_mut(id).filter(|entry| entry.expires_at > now) else {
+        let key = self.hashed(id);
+        let mut map = self.write(&key);
+        let Some(entry) = map.get_mut(&key).filter(|entry| entry.expires_at > now) else {
             return Some(false);
         };
         let old_user = entry.record.user().map(str::to_owned);
@@ -291,7 +307,7 @@ impl MemoryStore {
             .then(|| entry.record.user().map(str::to_owned))
             .flatten();
         if !alive {
-            map.remove(id);
+            map.remove(&key);
         }
         self.reindex(id, old_user.as_deref(), new_user.as_deref());
         Some(true)
@@ -359,7 +375,7 @@ impl MemoryStoreBuilder {
         MemoryStore {
             inner: Arc::new(Inner {
                 shards: (0..SHARDS)
-                    .map(|_| RwLock::new(Shard::with_hasher(hasher.clone())))
+                    .map(|_| RwLock::new(Shard::new(hasher.clone())))
                     .collect(),
                 hasher,
                 default_ttl: self.default_ttl,
@@ -376,13 +392,104 @@ impl MemoryStoreBuilder {
 /// unless a custom `genid` makes them predictable).
 type FastHasher = foldhash::fast::RandomState;
 
-/// One shard: ids to entries.
-type Shard = HashMap<SessionId, Entry, FastHasher>;
+/// An id and its hash under the store's hasher.
+struct HashedId<'a> {
+    id: &'a SessionId,
+    hash: u64,
+}
 
-/// Picks `id`'s shard from the middle bits of its hash (the map inside uses the low and the top
+/// One shard: ids to entries, in a table probed with the hash that picked the shard, so that a
+/// call hashes its id once rather than once for the shard and again for the table.
+struct Shard {
+    table: HashTable<(SessionId, Entry)>,
+    /// The store's hasher, for the table's rehashing when it grows or shrinks.
+    hasher: FastHasher,
+}
+
+impl Shard {
+    fn new(hasher: FastHasher) -> Self {
+        Self::with_capacity(0, hasher)
+    }
+
+    fn with_capacity(capacity: usize, hasher: FastHasher) -> Self {
+        Self {
+            table: HashTable::with_capacity(capacity),
+            hasher,
+        }
+    }
+
+    fn hashed<'a>(&self, id: &'a SessionId) -> HashedId<'a> {
+        HashedId {
+            id,
+            hash: self.hasher.hash_one(id),
+        }
+    }
+
+    fn get(&self, key: &HashedId<'_>) -> Option<&Entry> {
+        self.table
+            .find(key.hash, |(id, _)| id == key.id)
+            .map(|(_, entry)| entry)
+    }
+
+    fn get_mut(&mut self, key: &HashedId<'_>) -> Option<&mut Entry> {
+        self.table
+            .find_mut(key.hash, |(id, _)| id == key.id)
+            .map(|(_, entry)| entry)
+    }
+
+    fn entry(
+        &mut self,
+        key: &HashedId<'_>,
+    ) -> hashbrown::hash_table::Entry<'_, (SessionId, Entry)> {
+        let hasher = &self.hasher;
+        self.table.entry(
+            key.hash,
+            |(id, _)| id == key.id,
+            |(id, _)| hasher.hash_one(id),
+        )
+    }
+
+    /// Inserts or replaces `key`'s entry, returning the replaced one.
+    fn insert(&mut self, key: &HashedId<'_>, entry: Entry) -> Option<Entry> {
+        match self.entry(key) {
+            hashbrown::hash_table::Entry::Occupied(mut occupied) => {
+                Some(std::mem::replace(&mut occupied.get_mut().1, entry))
+            }
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                vacant.insert((key.id.clone(), entry));
+                None
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &HashedId<'_>) -> Option<Entry> {
+        self.table
+            .find_entry(key.hash, |(id, _)| id == key.id)
+            .ok()
+            .map(|occupied| occupied.remove().0.1)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&SessionId, &Entry)> {
+        self.table.iter().map(|(id, entry)| (id, entry))
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = (SessionId, Entry)> + '_ {
+        self.table.drain()
+    }
+
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    fn capacity(&self) -> usize {
+        self.table.capacity()
+    }
+}
+
+/// Picks a shard from the middle bits of an id's hash (the table inside uses the low and the top
 /// bits).
-fn shard_index(hasher: &FastHasher, id: &SessionId, shards: usize) -> usize {
-    ((hasher.hash_one(id) >> 32) % shards as u64) as usize
+fn shard_index(hash: u64, shards: usize) -> usize {
+    ((hash >> 32) % shards as u64) as usize
 }
 
 fn unindex(users: &mut HashMap<String, HashSet<SessionId>>, user: &str, id: &SessionId) {
@@ -437,11 +544,12 @@ fn sweep_now(inner: &Inner) -> usize {
                 let mut map = write_lock(shard);
                 let mut expired_of_users = Vec::new();
                 for id in batch {
+                    let key = map.hashed(id);
                     // A write may have renewed the session since the scan.
-                    if map.get(id).is_none_or(|entry| entry.expires_at > now) {
+                    if map.get(&key).is_none_or(|entry| entry.expires_at > now) {
                         continue;
                     }
-                    if let Some(entry) = map.remove(id) {
+                    if let Some(entry) = map.remove(&key) {
                         if let Some(user) = entry.record.user() {
                             expired_of_users.push((user.to_owned(), id.clone()));
                         }
@@ -459,9 +567,15 @@ fn sweep_now(inner: &Inner) -> usize {
                 // the live entries move to a smaller table, and the old one is freed after the
                 // lock is released.
                 (map.capacity() > 16 && map.len() < map.capacity() / 4).then(|| {
-                    let mut smaller =
-                        Shard::with_capacity_and_hasher(map.len() * 2, map.hasher().clone());
-                    smaller.extend(map.drain());
+                    let mut smaller = Shard::with_capacity(map.len() * 2, map.hasher.clone());
+                    for (id, entry) in map.drain() {
+                        let key = smaller.hashed(&id);
+                        let hash = key.hash;
+                        let hasher = &smaller.hasher;
+                        smaller
+                            .table
+                            .insert_unique(hash, (id, entry), |(id, _)| hasher.hash_one(id));
+                    }
                     std::mem::replace(&mut *map, smaller)
                 })
             };
@@ -493,12 +607,13 @@ impl SessionStore for MemoryStore {
     async fn save(&self, id: &SessionId, record: &Record) -> Result<()> {
         let now = unix_millis(sesame_core::now());
         let entry = self.entry(record, now);
-        let mut map = self.write(id);
+        let key = self.hashed(id);
+        let mut map = self.write(&key);
         let new_user = (entry.expires_at > now).then(|| record.user()).flatten();
         let old = if entry.expires_at > now {
-            map.insert(id.clone(), entry)
+            map.insert(&key, entry)
         } else {
-            map.remove(id)
+            map.remove(&key)
         };
         self.reindex(id, old.as_ref().and_then(|old| old.record.user()), new_user);
         Ok(())
@@ -509,8 +624,9 @@ impl SessionStore for MemoryStore {
     }
 
     async fn destroy(&self, id: &SessionId) -> Result<()> {
-        let mut map = self.write(id);
-        if let Some(old) = map.remove(id) {
+        let key = self.hashed(id);
+        let mut map = self.write(&key);
+        if let Some(old) = map.remove(&key) {
             self.reindex(id, old.record.user(), None);
         }
         Ok(())
@@ -546,8 +662,9 @@ impl SessionStore for MemoryStore {
         new: Option<&Value>,
     ) -> Result<Swap> {
         let now = unix_millis(sesame_core::now());
-        let mut map = self.write(id);
-        let Some(entry) = map.get_mut(id).filter(|entry| entry.expires_at > now) else {
+        let hashed = self.hashed(id);
+        let mut map = self.write(&hashed);
+        let Some(entry) = map.get_mut(&hashed).filter(|entry| entry.expires_at > now) else {
             return Ok(Swap::Missing);
         };
         let data = entry.record.data_mut();
@@ -600,9 +717,10 @@ impl SessionStore for MemoryStore {
         Ok(ids
             .into_iter()
             .filter_map(|id| {
-                let map = read_lock(self.shard(&id));
+                let key = self.hashed(&id);
+                let map = read_lock(self.shard(&key));
                 let entry = map
-                    .get(&id)
+                    .get(&key)
                     .filter(|entry| entry.expires_at > now && entry.record.user() == Some(user))?;
                 let record = entry.record.clone();
                 drop(map);
@@ -693,7 +811,7 @@ mod tests {
         let mut counts = [0usize; SHARDS];
         let hasher = FastHasher::default();
         for _ in 0..SHARDS * 100 {
-            counts[shard_index(&hasher, &SessionId::generate(), SHARDS)] += 1;
+            counts[shard_index(hasher.hash_one(SessionId::generate()), SHARDS)] += 1;
         }
         assert!(
             counts.iter().all(|&n| (40..=180).contains(&n)),
