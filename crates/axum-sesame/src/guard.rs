@@ -159,7 +159,7 @@ impl GuardedStore {
     pub(crate) fn replace_in_place(
         &self,
         id: &SessionId,
-        loaded: &Record,
+        loaded: &sesame_core::DataVersion,
         record: &Record,
         now: OffsetDateTime,
     ) -> Option<bool> {

@@ -71,11 +71,11 @@ pub(crate) struct State {
     /// The id under which the store holds this session's record (loaded or saved this request).
     pub(crate) stored_id: Option<SessionId>,
     pub(crate) record: Record,
-    /// The record as the store held it, kept when the data is first changed (a clone that shares
+    /// The version of the data the store held, kept when the data is first changed (it shares
     /// the store's copy of the data, which also keeps the store from changing that copy in place):
     /// while the store still holds exactly that data, the memory store can take the whole record
     /// instead of applying a patch of the changed keys.
-    pub(crate) loaded: Option<Record>,
+    pub(crate) loaded: Option<sesame_core::DataVersion>,
     /// The client does not have a cookie for `id` yet.
     pub(crate) is_new: bool,
     /// The data differs from what was loaded (or created): express-session's "modified", which
@@ -166,7 +166,7 @@ impl State {
     /// The data, for a change: keeps the record as loaded first (see [`State::loaded`]).
     fn data_mut(&mut self) -> &mut Map<String, Value> {
         if self.loaded.is_none() && self.is_persisted() {
-            self.loaded = Some(self.record.clone());
+            self.loaded = Some(self.record.data_version());
         }
         self.record.data_mut()
     }
@@ -257,6 +257,20 @@ impl State {
     }
 }
 
+/// What loading found: the stored session, or a reason to start a new one.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned once per request and consumed at once; a box would cost an allocation"
+)]
+enum Loaded {
+    Stored(SessionId, Record),
+    /// No cookie, a cookie that failed verification, an unknown or expired id, a record that
+    /// could not be decoded (when such records start new sessions).
+    Fresh,
+    /// The store failed and the layer carries on without a session.
+    Ephemeral,
+}
+
 impl RequestSession {
     /// Loads the session on first use: finds and verifies the cookie in `headers`, reads the
     /// store, or starts a new session. The cookie is looked for only now, so a request whose
@@ -266,22 +280,34 @@ impl RequestSession {
             return Ok(());
         }
         let cookie_value = find_cookie(headers, &self.config.name);
-        let mut state = self.load(cookie_value).await?;
-        state.client_sent_cookie = cookie_value.is_some();
+        let loaded = self.load(cookie_value).await?;
         // axum runs a handler's extractors one after the other, so the first load is the only
-        // one; were two ever to race, the first to finish wins and the other's copy is dropped.
-        let _ = self.state.set(Mutex::new(state));
+        // one; were two ever to race, the first to finish wins and the other's result is dropped.
+        // The state is built where it is kept: it is large, and every move is a copy.
+        self.state.get_or_init(|| {
+            let mut state = match loaded {
+                Loaded::Stored(id, record) => State::loaded(id, record),
+                Loaded::Fresh => self.fresh_state(),
+                Loaded::Ephemeral => {
+                    let mut state = self.fresh_state();
+                    state.ephemeral = true;
+                    state
+                }
+            };
+            state.client_sent_cookie = cookie_value.is_some();
+            Mutex::new(state)
+        });
         Ok(())
     }
 
-    async fn load(&self, cookie_value: Option<&[u8]>) -> Result<State, sesame_core::Error> {
+    async fn load(&self, cookie_value: Option<&[u8]>) -> Result<Loaded, sesame_core::Error> {
         let verified =
             cookie_value.and_then(|value| self.config.verified.verify(&self.config.keys, value));
         let Some(id) = verified else {
             if cookie_value.is_some() {
                 tracing::debug!("session cookie failed verification; starting a new session");
             }
-            return Ok(self.fresh_state());
+            return Ok(Loaded::Fresh);
         };
         match self.config.store.load_at(&id, sesame_core::now()).await {
             Ok(Some(record)) if self.config.past_absolute_timeout(&record) => {
@@ -295,16 +321,16 @@ impl RequestSession {
                         "could not destroy a session past its absolute timeout"
                     );
                 }
-                Ok(self.fresh_state())
+                Ok(Loaded::Fresh)
             }
             Ok(Some(record)) => {
                 tracing::debug!("session loaded from the store");
-                Ok(State::loaded(id, record))
+                Ok(Loaded::Stored(id, record))
             }
             Ok(None) => {
                 // An unknown id is never adopted (no session fixation): a new id is issued.
                 tracing::debug!("no stored session for the cookie's id; starting a new session");
-                Ok(self.fresh_state())
+                Ok(Loaded::Fresh)
             }
             Err(error @ sesame_core::Error::Decode { .. }) => match self.config.on_corrupt_record {
                 OnCorruptRecord::StartNew => {
@@ -313,7 +339,7 @@ impl RequestSession {
                         "a stored session could not be decoded; starting a new session \
                          (the record is left in the store)"
                     );
-                    Ok(self.fresh_state())
+                    Ok(Loaded::Fresh)
                 }
                 OnCorruptRecord::Fail => Err(error),
             },
@@ -324,9 +350,7 @@ impl RequestSession {
                         error = &error as &dyn std::error::Error,
                         "the session store failed; continuing without a session"
                     );
-                    let mut state = self.fresh_state();
-                    state.ephemeral = true;
-                    Ok(state)
+                    Ok(Loaded::Ephemeral)
                 }
             },
         }

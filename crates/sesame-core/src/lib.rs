@@ -37,7 +37,7 @@ pub use keys::{
 pub use meta::{META_KEY, SessionMeta, from_unix_millis, meta_user, unix_millis, user_of};
 pub use observe::{OperationSnapshot, StoreEvent, StoreMetrics, StoreObserver, StoreOperation};
 pub use patch::{Patch, Swap};
-pub use record::{COOKIE_KEY, CookieState, Record};
+pub use record::{COOKIE_KEY, CookieState, DataVersion, Record};
 pub use store::{Capabilities, DynStore, SessionStore};
 
 /// The current time, truncated to milliseconds as JavaScript's `Date` holds it, so that a record

@@ -1,5 +1,6 @@
 //! The stored form of a session: express-session's JSON record.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +55,21 @@ impl PartialEq for Origin {
     }
 }
 
+/// A record's data as it was when [`Record::data_version`] was called. Records share their data
+/// until one of them changes it, so a store that hands out clones of its records can tell, by
+/// [`Record::has_data_version`] and without comparing any data, that what it holds is still what
+/// a request loaded.
+#[derive(Clone)]
+pub struct DataVersion(Arc<Map<String, Value>>);
+
+impl fmt::Debug for DataVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataVersion")
+            .field("keys", &self.0.len())
+            .finish()
+    }
+}
+
 impl Default for Record {
     fn default() -> Self {
         Self::new(CookieState::default())
@@ -92,11 +108,17 @@ impl Record {
         Arc::make_mut(&mut self.data)
     }
 
-    /// Whether the two records share one copy of their data: both are clones of one record whose
-    /// data neither has changed since. A store that hands out clones of its records can tell from
-    /// this, without comparing any data, that a request's base is still what it holds.
-    pub fn shares_data_with(&self, other: &Record) -> bool {
-        Arc::ptr_eq(&self.data, &other.data)
+    /// A handle on this record's data as it is now: eight bytes that keep that copy of the data
+    /// alive (so nobody changes it in place) and tell whether a record still shares it, see
+    /// [`has_data_version`](Self::has_data_version).
+    pub fn data_version(&self) -> DataVersion {
+        DataVersion(Arc::clone(&self.data))
+    }
+
+    /// Whether this record still shares the copy of the data `version` was taken from: the
+    /// record it was taken from, or a clone of it, whose data nobody has changed since.
+    pub fn has_data_version(&self, version: &DataVersion) -> bool {
+        Arc::ptr_eq(&self.data, &version.0)
     }
 
     /// The cookie state kept with the record.

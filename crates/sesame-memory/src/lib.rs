@@ -38,8 +38,8 @@ use std::time::Duration;
 use sesame_core::serde_json::Value;
 use sesame_core::time::OffsetDateTime;
 use sesame_core::{
-    Capabilities, CookieState, Error, META_KEY, Patch, Record, Result, SessionId, SessionStore,
-    Swap, unix_millis, user_of,
+    Capabilities, CookieState, DataVersion, Error, META_KEY, Patch, Record, Result, SessionId,
+    SessionStore, Swap, unix_millis, user_of,
 };
 
 const STORE_NAME: &str = "memory";
@@ -259,19 +259,19 @@ impl MemoryStore {
     }
 
     /// Replaces `id`'s record with `record` at `now` if the store still holds the data `loaded`
-    /// was read with (see [`Record::shares_data_with`]): then the whole record is exactly what
+    /// was taken from (see [`Record::data_version`]): then the whole record is exactly what
     /// patching this request's changes onto the stored one would give, without building or
     /// applying the patch. `None` when another write got there first (patch instead), `false`
     /// when the session is gone, `true` when replaced.
     pub fn replace_if_unchanged_at(
         &self,
         id: &SessionId,
-        loaded: &Record,
+        loaded: &DataVersion,
         record: &Record,
         now: OffsetDateTime,
     ) -> Option<bool> {
         self.rewrite_at(id, now, |stored| {
-            if !stored.shares_data_with(loaded) {
+            if !stored.has_data_version(loaded) {
                 return false;
             }
             *stored = record.clone();
@@ -870,7 +870,7 @@ mod tests {
         let mut mine = loaded.clone();
         mine.data_mut().insert("b".into(), json!(2));
         assert_eq!(
-            store.replace_if_unchanged_at(&id, &loaded, &mine, now),
+            store.replace_if_unchanged_at(&id, &loaded.data_version(), &mine, now),
             Some(true)
         );
         assert_eq!(store.load(&id).await.unwrap().unwrap(), mine);
@@ -883,7 +883,7 @@ mod tests {
         let mut stale = loaded.clone();
         stale.data_mut().insert("d".into(), json!(4));
         assert_eq!(
-            store.replace_if_unchanged_at(&id, &loaded, &stale, now),
+            store.replace_if_unchanged_at(&id, &loaded.data_version(), &stale, now),
             None
         );
         let stored = store.load(&id).await.unwrap().unwrap();
@@ -893,14 +893,14 @@ mod tests {
         // A record equal to the stored one but read separately is not the same copy.
         let equal = Record::from_parts(stored.data().clone(), stored.cookie().clone());
         assert_eq!(
-            store.replace_if_unchanged_at(&id, &equal, &stale, now),
+            store.replace_if_unchanged_at(&id, &equal.data_version(), &stale, now),
             None
         );
 
         // Gone: nothing is written.
         store.destroy(&id).await.unwrap();
         assert_eq!(
-            store.replace_if_unchanged_at(&id, &stored, &stale, now),
+            store.replace_if_unchanged_at(&id, &stored.data_version(), &stale, now),
             Some(false)
         );
         assert!(store.load(&id).await.unwrap().is_none());
