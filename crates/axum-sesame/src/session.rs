@@ -363,7 +363,7 @@ impl RequestSession {
     fn fresh_record(&self) -> Record {
         Record::new(
             self.cookie_options
-                .new_cookie_state(sesame_core::now(), self.https),
+                .new_cookie_state_with(sesame_core::now, self.https),
         )
     }
 }

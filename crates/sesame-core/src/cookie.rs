@@ -302,6 +302,16 @@ impl CookieOptions {
     /// The cookie state a new session starts with, as express-session builds `req.session.cookie`
     /// from the options: attributes resolved for this request, expiry counted from `now`.
     pub fn new_cookie_state(&self, now: OffsetDateTime, https: bool) -> crate::CookieState {
+        self.new_cookie_state_with(|| now, https)
+    }
+
+    /// [`new_cookie_state`](Self::new_cookie_state) with the clock read only when the expiry
+    /// needs it: a browser-session cookie (the default) has no expiry to compute.
+    pub fn new_cookie_state_with(
+        &self,
+        now: impl FnOnce() -> OffsetDateTime,
+        https: bool,
+    ) -> crate::CookieState {
         let mut state = crate::CookieState {
             secure: match self.secure {
                 Secure::Never => None,
@@ -317,8 +327,8 @@ impl CookieOptions {
         };
         match self.expiry {
             Expiry::BrowserSession => {}
-            Expiry::MaxAge(max_age) => state.set_max_age(now, Some(max_age)),
-            Expiry::At(at) => state.set_expires(now, Some(at)),
+            Expiry::MaxAge(max_age) => state.set_max_age(now(), Some(max_age)),
+            Expiry::At(at) => state.set_expires(now(), Some(at)),
         }
         state
     }
@@ -355,6 +365,31 @@ mod tests {
         assert!(!options.is_secure(false));
         assert_eq!(options.resolve_same_site(true), Some(SameSite::None));
         assert_eq!(options.resolve_same_site(false), Some(SameSite::Lax));
+    }
+
+    #[test]
+    fn a_browser_session_cookie_reads_no_clock() {
+        let state = CookieOptions::default().new_cookie_state_with(
+            || panic!("no clock read for a browser-session cookie"),
+            true,
+        );
+        assert_eq!(state.expires, None);
+        assert_eq!(state.original_max_age, None);
+        let mut read = false;
+        let state = CookieOptions::default()
+            .max_age(Duration::from_secs(60))
+            .new_cookie_state_with(
+                || {
+                    read = true;
+                    datetime!(2026-11-23 00:00 UTC)
+                },
+                true,
+            );
+        assert!(read);
+        assert_eq!(
+            state.expires,
+            Some(datetime!(2026-11-23 00:00 UTC) + Duration::from_secs(60))
+        );
     }
 
     #[test]
