@@ -40,6 +40,12 @@ pub use patch::{Patch, Swap};
 pub use record::{COOKIE_KEY, CookieState, DataVersion, Record};
 pub use store::{Capabilities, DynStore, SessionStore};
 
+thread_local! {
+    /// The last answer of [`now`] on this thread, with its milliseconds since the Unix epoch.
+    static LAST_NOW: std::cell::Cell<Option<(u64, time::OffsetDateTime)>> =
+        const { std::cell::Cell::new(None) };
+}
+
 /// The current time, truncated to milliseconds as JavaScript's `Date` holds it, so that a record
 /// reads back equal after a round trip through express-session's JSON.
 ///
@@ -47,12 +53,8 @@ pub use store::{Capabilities, DynStore, SessionStore};
 /// is most of the cost, so each thread remembers its last answer and reuses it within the same
 /// millisecond.
 pub fn now() -> time::OffsetDateTime {
-    use std::cell::Cell;
     use std::time::{SystemTime, UNIX_EPOCH};
 
-    thread_local! {
-        static LAST: Cell<Option<(u64, time::OffsetDateTime)>> = const { Cell::new(None) };
-    }
     let Ok(since_epoch) = SystemTime::now().duration_since(UNIX_EPOCH) else {
         // A clock set before 1970: no caching, just the truncated time.
         let now = time::OffsetDateTime::now_utc();
@@ -65,7 +67,7 @@ pub fn now() -> time::OffsetDateTime {
         .as_secs()
         .saturating_mul(1000)
         .saturating_add(u64::from(since_epoch.subsec_millis()));
-    LAST.with(|last| match last.get() {
+    LAST_NOW.with(|last| match last.get() {
         Some((at, time)) if at == millis => time,
         _ => {
             let time =
@@ -74,6 +76,16 @@ pub fn now() -> time::OffsetDateTime {
             last.set(Some((millis, time)));
             time
         }
+    })
+}
+
+/// The milliseconds since the Unix epoch of `at` when it is this thread's last answer of [`now`]
+/// (the stores turn the layer's `now` back into milliseconds, once or twice a request): no
+/// calendar arithmetic then.
+fn last_now_millis(at: time::OffsetDateTime) -> Option<i64> {
+    LAST_NOW.with(|last| match last.get() {
+        Some((millis, time)) if time == at => i64::try_from(millis).ok(),
+        _ => None,
     })
 }
 
@@ -98,5 +110,18 @@ mod tests {
                 "{now} before {before}"
             );
         }
+    }
+
+    #[test]
+    fn unix_millis_of_the_last_now_is_its_milliseconds() {
+        let by_calendar =
+            |at: time::OffsetDateTime| at.unix_timestamp() * 1000 + i64::from(at.millisecond());
+        let now = super::now();
+        assert_eq!(super::unix_millis(now), by_calendar(now));
+        // The same instant at another offset, and another time, by the calendar.
+        let elsewhere = now.to_offset(time::macros::offset!(+5:30));
+        assert_eq!(super::unix_millis(elsewhere), by_calendar(now));
+        let later = now + time::Duration::milliseconds(1234);
+        assert_eq!(super::unix_millis(later), by_calendar(now) + 1234);
     }
 }

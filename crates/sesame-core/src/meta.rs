@@ -70,6 +70,9 @@ pub fn meta_user(meta: &Value) -> Option<&str> {
 
 /// A time as milliseconds since the Unix epoch (the unit of [`SessionMeta`]'s times).
 pub fn unix_millis(at: OffsetDateTime) -> i64 {
+    if let Some(millis) = crate::last_now_millis(at) {
+        return millis;
+    }
     // Seconds and milliseconds rather than nanoseconds divided: no 128-bit division.
     at.unix_timestamp()
         .saturating_mul(1000)
