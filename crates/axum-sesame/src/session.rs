@@ -283,20 +283,19 @@ impl RequestSession {
         let loaded = self.load(cookie_value).await?;
         // axum runs a handler's extractors one after the other, so the first load is the only
         // one; were two ever to race, the first to finish wins and the other's result is dropped.
-        // The state is built where it is kept: it is large, and every move is a copy.
-        self.state.get_or_init(|| {
-            let mut state = match loaded {
-                Loaded::Stored(id, record) => State::loaded(id, record),
-                Loaded::Fresh => self.fresh_state(),
-                Loaded::Ephemeral => {
-                    let mut state = self.fresh_state();
-                    state.ephemeral = true;
-                    state
-                }
-            };
-            state.client_sent_cookie = cookie_value.is_some();
-            Mutex::new(state)
-        });
+        // (`set` rather than `get_or_init` with the state built in its closure: that closure's
+        // machinery costs more instructions than the copy it saves.)
+        let mut state = match loaded {
+            Loaded::Stored(id, record) => State::loaded(id, record),
+            Loaded::Fresh => self.fresh_state(),
+            Loaded::Ephemeral => {
+                let mut state = self.fresh_state();
+                state.ephemeral = true;
+                state
+            }
+        };
+        state.client_sent_cookie = cookie_value.is_some();
+        let _ = self.state.set(Mutex::new(state));
         Ok(())
     }
 

@@ -18,6 +18,9 @@ pub const MAX_ID_LEN: usize = 128;
 /// Bytes of randomness in a generated id: 192 bits, as express-session's `uid-safe(24)`.
 const GENERATED_ID_BYTES: usize = 24;
 
+/// Length of a generated id: 24 bytes in unpadded base64url.
+const GENERATED_ID_LEN: usize = GENERATED_ID_BYTES / 3 * 4;
+
 /// The identifier of a session: the key of its record in the store and the payload of its cookie.
 ///
 /// Generated ids carry 192 bits from the operating system's CSPRNG, encoded as 32 characters of
@@ -50,15 +53,15 @@ impl SessionId {
     pub fn generate() -> Self {
         let mut bytes = [0u8; GENERATED_ID_BYTES];
         RANDOM_POOL.with(|pool| pool.borrow_mut().take(&mut bytes));
-        // 24 bytes are 32 base64 characters, encoded straight into the inline buffer.
-        let mut encoded = [0u8; INLINE_CAPACITY];
-        match URL_SAFE_NO_PAD.encode_slice(bytes, &mut encoded) {
-            Ok(len) => Self(Repr::Inline {
-                len: len as u8,
-                bytes: encoded,
-            }),
-            Err(_) => Self::from_valid(&URL_SAFE_NO_PAD.encode(bytes)),
-        }
+        // 24 bytes are 32 base64url characters, encoded straight into the inline buffer.
+        let mut encoded = [0u8; GENERATED_ID_LEN];
+        crate::tag::encode_unpadded(&bytes, crate::tag::URL_SAFE, &mut encoded);
+        let mut inline = [0u8; INLINE_CAPACITY];
+        inline[..GENERATED_ID_LEN].copy_from_slice(&encoded);
+        Self(Repr::Inline {
+            len: GENERATED_ID_LEN as u8,
+            bytes: inline,
+        })
     }
 
     /// Accepts an id produced elsewhere (a custom generator, an Express app), checking its shape.
