@@ -307,7 +307,7 @@ enum StoreAction {
     /// The record is copied from the state when the write is made.
     Create(SessionId),
     Save(SessionId),
-    /// The patch is built only when the store cannot take the record whole (see `finish`).
+    /// The patch is built only when the store cannot take the record whole (see `settle`).
     Patch(SessionId),
     /// The record to send is built only for a store that needs more than the cookie state.
     Touch(SessionId),

@@ -607,23 +607,25 @@ async fn custom_genid_and_cookie_name() {
     assert_eq!(get_path(&app, "/read", Some(&pair)).await.body, "n=1");
 }
 
+/// An id generator whose first id is `always-the-same` (taken in the tests' stores), then
+/// `the-second-id`.
+fn taken_then_free() -> impl Fn() -> String + Send + Sync + 'static {
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    move || {
+        if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            "always-the-same".to_owned()
+        } else {
+            "the-second-id".to_owned()
+        }
+    }
+}
+
 #[tokio::test]
 async fn an_id_collision_gets_a_new_id_before_the_cookie_is_sent() {
     let store = CountingStore::default();
     let taken = SessionId::parse("always-the-same").unwrap();
     store.inner.save(&taken, &Record::default()).await.unwrap();
-    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let seen = calls.clone();
-    let app = app(
-        builder().genid(move || {
-            if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-                "always-the-same".to_owned()
-            } else {
-                "the-second-id".to_owned()
-            }
-        }),
-        store.clone(),
-    );
+    let app = app(builder().genid(taken_then_free()), store.clone());
     let reply = get_path(&app, "/write", None).await;
     assert_eq!(id_of(&reply.cookie_pair()), "the-second-id");
     assert!(
@@ -646,18 +648,7 @@ async fn an_id_collision_in_the_bare_memory_store_also_gets_a_new_id() {
     let store = MemoryStore::new();
     let taken = SessionId::parse("always-the-same").unwrap();
     store.save(&taken, &Record::default()).await.unwrap();
-    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let seen = calls.clone();
-    let app = app(
-        builder().genid(move || {
-            if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-                "always-the-same".to_owned()
-            } else {
-                "the-second-id".to_owned()
-            }
-        }),
-        store.clone(),
-    );
+    let app = app(builder().genid(taken_then_free()), store.clone());
     let reply = get_path(&app, "/write", None).await;
     let pair = reply.cookie_pair();
     assert_eq!(id_of(&pair), "the-second-id");
