@@ -495,8 +495,9 @@ fn settle(
         // The whole record as this request sees it: what the store will hold after the write.
         config.check_size(&locked.record)?;
     }
-    match action {
-        StoreAction::Nothing => {}
+    // What is left to await once the memory store has done what it does in place.
+    let remaining = match action {
+        StoreAction::Nothing => None,
         StoreAction::Patch(id) => {
             let replaced = locked.loaded.as_ref().and_then(|loaded| {
                 config
@@ -505,52 +506,42 @@ fn settle(
             });
             match replaced {
                 Some(true) => {
-                    if locked.has_id(&id) {
-                        locked.mark_saved();
-                    }
+                    locked.mark_saved_as(&id);
+                    None
                 }
                 Some(false) => {
                     destroyed_meanwhile();
                     return Ok(Settled::Done(None));
                 }
-                None => {
-                    return Ok(Settled::Await {
-                        action: StoreAction::Patch(id),
-                        cookie,
-                        now,
-                    });
-                }
+                None => Some(StoreAction::Patch(id)),
             }
         }
         StoreAction::Create(id) => match config.store.create_in_place(&id, &locked.record, now) {
             Some(Ok(())) => {
-                if locked.has_id(&id) {
-                    locked.mark_saved();
-                }
+                locked.mark_saved_as(&id);
+                None
             }
             Some(Err(error)) if !matches!(error, sesame_core::Error::AlreadyExists { .. }) => {
                 return Err(error);
             }
             // Another store, or an id collision: the awaited path retries with new ids.
-            _ => {
-                return Ok(Settled::Await {
-                    action: StoreAction::Create(id),
-                    cookie,
-                    now,
-                });
-            }
+            _ => Some(StoreAction::Create(id)),
         },
         StoreAction::Touch(id)
             if config
                 .store
-                .touch_in_place(&id, locked.record.cookie(), now) => {}
-        action => {
-            return Ok(Settled::Await {
-                action,
-                cookie,
-                now,
-            });
+                .touch_in_place(&id, locked.record.cookie(), now) =>
+        {
+            None
         }
+        action => Some(action),
+    };
+    if let Some(action) = remaining {
+        return Ok(Settled::Await {
+            action,
+            cookie,
+            now,
+        });
     }
     Ok(Settled::Done(cookie_header_for(
         session,
@@ -595,12 +586,12 @@ async fn store_action(
             if !config.store.patch_at(&id, &patch, now).await? {
                 return Ok(false);
             }
-            mark_saved(state, &id);
+            lock_state(state).mark_saved_as(&id);
         }
         StoreAction::Save(id) => {
             let record = lock_state(state).record.clone();
             config.store.save(&id, &record).await?;
-            mark_saved(state, &id);
+            lock_state(state).mark_saved_as(&id);
         }
         StoreAction::Create(mut id) => {
             let record = lock_state(state).record.clone();
@@ -618,7 +609,7 @@ async fn store_action(
                     Err(error) => return Err(error),
                 }
             }
-            mark_saved(state, &id);
+            lock_state(state).mark_saved_as(&id);
         }
         StoreAction::Touch(id) => {
             let record = lock_state(state).touch_record();
@@ -628,13 +619,6 @@ async fn store_action(
         StoreAction::Destroy(id) => config.store.destroy(&id).await?,
     }
     Ok(true)
-}
-
-fn mark_saved(state: &std::sync::Mutex<State>, id: &SessionId) {
-    let mut state = lock_state(state);
-    if state.has_id(id) {
-        state.mark_saved();
-    }
 }
 
 /// The `Set-Cookie` header for the session (or for removing the client's cookie), or `None` when

@@ -248,8 +248,12 @@ impl State {
         user_of(data).and_then(|_| data.get(META_KEY))
     }
 
-    /// Marks the record as written to the store under the current id.
-    pub(crate) fn mark_saved(&mut self) {
+    /// Marks the record as written to the store under `id`, if that is still the session's id (a
+    /// concurrent `regenerate` may have replaced it while the write was on its way).
+    pub(crate) fn mark_saved_as(&mut self, id: &SessionId) {
+        if !self.has_id(id) {
+            return;
+        }
         self.stored_id.clone_from(&self.id);
         self.unsaved = false;
         self.changed_keys.clear();
@@ -632,10 +636,7 @@ impl Session {
         } else {
             self.store().save(&id, &record).await?;
         }
-        let mut state = self.lock();
-        if state.has_id(&id) {
-            state.mark_saved();
-        }
+        self.lock().mark_saved_as(&id);
         Ok(())
     }
 
