@@ -569,9 +569,8 @@ fn sweep_now(inner: &Inner) -> usize {
                 (map.capacity() > 16 && map.len() < map.capacity() / 4).then(|| {
                     let mut smaller = Shard::with_capacity(map.len() * 2, map.hasher.clone());
                     for (id, entry) in map.drain() {
-                        let key = smaller.hashed(&id);
-                        let hash = key.hash;
                         let hasher = &smaller.hasher;
+                        let hash = hasher.hash_one(&id);
                         smaller
                             .table
                             .insert_unique(hash, (id, entry), |(id, _)| hasher.hash_one(id));
