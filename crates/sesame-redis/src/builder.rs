@@ -137,12 +137,20 @@ impl RedisStoreBuilder {
     /// itself (server-assisted client-side caching, Redis 6 or later): reading a session this
     /// process has read or written costs no round trip, and a write costs one.
     ///
-    /// The store asks Redis to tell it of every change to a key under its prefix made by any
-    /// other connection (`CLIENT TRACKING ON BCAST PREFIX <prefix> NOLOOP`, over RESP3), and drops
-    /// those records as the notices arrive; its own writes update the cache directly. Each cached
-    /// record expires with its key, a lost connection empties the cache, and nothing is cached
-    /// again until tracking is back on the new connection. So several app instances can share
-    /// the sessions, and an Express app too.
+    /// Redis tracks the keys the store's connection reads (`CLIENT TRACKING ON`, over RESP3) and
+    /// tells it of the next change to each, whoever makes it; the store then drops its copy. Its
+    /// own writes read the key right before and after they change it, atomically (inside the
+    /// write's script, or `MULTI`), so each causes exactly one notice of its own, which the cache
+    /// expects and counts off, and the key stays tracked for the next change; a notice it does
+    /// not expect drops the copy. Each cached record expires with its key, a lost connection
+    /// empties the cache, and nothing is cached again until tracking is back on the new
+    /// connection. So several app instances can share the sessions, and an Express app too.
+    /// (Writes that also update a user's index, and merges of a record changed meanwhile, drop
+    /// the copy instead: the next read goes to Redis.)
+    ///
+    /// Redis keeps an entry per tracked key (bounded by its `tracking-table-max-keys`, one
+    /// million by default: beyond it, Redis forgets keys and notifies their readers, which drops
+    /// their copies; nothing stale is served).
     ///
     /// The one trade-off is the delivery delay of a notice: a request that reaches this process
     /// within microseconds of another process changing its session may read the previous value

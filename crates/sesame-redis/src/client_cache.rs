@@ -1,18 +1,27 @@
 //! Server-assisted client-side caching of session records (Redis `CLIENT TRACKING`), so that a
 //! read of a session this process has seen costs no round trip and a write costs one.
 //!
-//! Redis is asked to broadcast every change to a key under the store's prefix (`BCAST PREFIX`)
-//! made by any other connection (`NOLOOP`: this store's own writes update the cache directly).
-//! The invalidations arrive as RESP3 pushes on the store's connection.
+//! Redis tracks the session keys this store's connection reads (`CLIENT TRACKING ON`, over RESP3)
+//! and sends one invalidation per read key when it next changes, whoever changes it, this store
+//! included. The store's own cached writes read the key before and after they change it in one
+//! atomic step (a script, or `MULTI`): so each such write is followed by exactly one invalidation
+//! of its own, which the cache expects and counts off instead of dropping the record it has just
+//! written, and the key is tracked again for the next change, by anyone.
 //!
-//! Three rules keep the cache from ever holding a record Redis no longer has, whatever the order
+//! Four rules keep the cache from ever holding a record Redis no longer has, whatever the order
 //! in which replies, pushes and tasks run:
 //!
-//! - **Generations.** Every change to a shard of the cache (an invalidation, a write's outcome, a
-//!   load's result) bumps the shard's generation. A command that will fill the cache takes a
-//!   [`Ticket`] before it is sent, and its result goes in only if the shard's generation is still
-//!   the ticket's: an invalidation (or another write of this process) that came in meanwhile may be
-//!   about a later value, so the entry is dropped instead.
+//! - **Tickets.** A command that will fill the cache takes a [`Ticket`] before it is sent. Each
+//!   shard remembers its last [`RECENT`] changes; when the result comes, it goes in only if none
+//!   of the changes since the ticket was this process settling the same key (another request's
+//!   result, whose order against this one is unknown) and there were not too many to tell.
+//! - **Counted invalidations.** An entry carries how many invalidations of the store's own
+//!   writes are still to arrive. An invalidation arriving for a cached key uses one of them up, or
+//!   drops the entry when none is left. Those that arrived between a write's ticket and its
+//!   result (any key's pushes can overtake a reply's task) count against the write's own. Counting
+//!   errs one way only: an invalidation the cache did not expect (another client's write, a
+//!   server-side eviction of the tracking table, an own write not counted) drops the entry, early
+//!   at worst; an expected one never fails to come, since the write read the key first.
 //! - **Epochs.** A lost connection loses the pushes sent meanwhile and the tracking itself: the
 //!   driver's disconnection notice empties the cache and starts a new epoch, in which nothing is
 //!   cached until tracking is confirmed on the new connection.
@@ -21,8 +30,10 @@
 //!
 //! What it cannot rule out is the delivery delay of an invalidation: a request that reaches this
 //! process microseconds after another process changed the session may still read the previous
-//! value. Writes never build on it blindly: a patch replaces the stored record only if it is still
-//! byte for byte the one this request read, and merges key by key otherwise.
+//! value (and when another process writes right after one of this store's writes, until the
+//! store's own invalidation has arrived too). Writes never build on it blindly: a patch replaces
+//! the stored record only if it is still byte for byte the one this request read, and merges key
+//! by key otherwise.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -32,8 +43,13 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use redis::{PushInfo, PushKind, Value};
 use sesame_core::{Record, SessionId};
 
-/// Shards of the cache: enough that concurrent requests rarely share a lock or a generation.
+/// Shards of the cache: enough that concurrent requests rarely share a lock.
 const SHARDS: usize = 64;
+
+/// How many of its latest changes a shard remembers for the tickets in flight. A result settled
+/// after more changes than this in its shard is not cached (it cannot tell whether they were
+/// about its key).
+const RECENT: usize = 16;
 
 /// No epoch: tracking has not been confirmed yet.
 const NO_EPOCH: u64 = u64::MAX;
@@ -58,21 +74,81 @@ pub(crate) struct ClientCache {
 #[derive(Default)]
 struct Shard {
     entries: HashMap<SessionId, Cached, foldhash::fast::RandomState>,
-    generation: u64,
+    /// How many changes the shard has seen: change `n` is `recent[n % RECENT]`.
+    changes: u64,
+    recent: [Change; RECENT],
 }
 
 struct Cached {
     record: Record,
     /// When the Redis key expires, in milliseconds since the Unix epoch (`i64::MAX`: never).
     expires_at: i64,
+    /// Invalidations of this store's own writes of the key still to arrive: each one that arrives
+    /// uses one up; one that arrives when none is left is someone else's, and drops the entry.
+    own_invalidations: u32,
+}
+
+/// One change to a shard, as the tickets in flight need to know it.
+#[derive(Clone, Copy, Default)]
+struct Change {
+    /// The hash of the session id it is about (unused for [`ChangeKind::Everything`]).
+    key: u64,
+    kind: ChangeKind,
+}
+
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum ChangeKind {
+    /// Redis invalidated the key (for a write of any connection, this store's own included).
+    #[default]
+    Invalidated,
+    /// This process settled what it knows of the key: a result, a forget.
+    Settled,
+    /// This process forgot every key (a flush, a lost connection).
+    Everything,
 }
 
 /// Taken before a command whose result may fill the cache: see the module docs.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Ticket {
     shard: usize,
+    /// The hash of the session id.
+    key: u64,
     epoch: u64,
-    generation: u64,
+    /// The shard's change count when the ticket was taken.
+    changes: u64,
+    /// The invalidations of earlier own writes of the key still to arrive when the ticket was
+    /// taken (those the entry expected then).
+    pending: u32,
+}
+
+impl Shard {
+    fn note(&mut self, key: u64, kind: ChangeKind) {
+        // The slot of change number `changes` (the remainder is below RECENT, so it fits).
+        let slot = (self.changes % RECENT as u64) as usize;
+        self.recent[slot] = Change { key, kind };
+        self.changes = self.changes.wrapping_add(1);
+    }
+
+    /// How many invalidations of the ticket's key arrived since it was taken, or `None` when that
+    /// is not known, or this process settled the key meanwhile.
+    fn invalidations_since(&self, ticket: &Ticket) -> Option<u32> {
+        let since = self.changes.wrapping_sub(ticket.changes);
+        if since > RECENT as u64 {
+            return None;
+        }
+        let mut invalidations = 0;
+        for number in 0..since {
+            let slot = (ticket.changes.wrapping_add(number) % RECENT as u64) as usize;
+            let change = self.recent[slot];
+            match change.kind {
+                ChangeKind::Everything => return None,
+                _ if change.key != ticket.key => {}
+                ChangeKind::Settled => return None,
+                ChangeKind::Invalidated => invalidations += 1,
+            }
+        }
+        Some(invalidations)
+    }
 }
 
 impl ClientCache {
@@ -121,8 +197,10 @@ impl ClientCache {
         self.tracking.load(Ordering::Acquire) == epoch
     }
 
-    fn shard_of(&self, id: &SessionId) -> usize {
-        (self.hasher.hash_one(id) >> 32) as usize % SHARDS
+    /// The shard of `id`, and the hash of `id` that shard's changes are noted under.
+    fn place(&self, id: &SessionId) -> (usize, u64) {
+        let hash = self.hasher.hash_one(id);
+        ((hash >> 32) as usize % SHARDS, hash)
     }
 
     fn lock(&self, shard: usize) -> MutexGuard<'_, Shard> {
@@ -136,7 +214,7 @@ impl ClientCache {
         if !self.is_tracking(self.epoch.load(Ordering::Acquire)) {
             return None;
         }
-        let mut shard = self.lock(self.shard_of(id));
+        let mut shard = self.lock(self.place(id).0);
         let cached = shard.entries.get(id)?;
         if cached.expires_at > now_ms {
             return Some(cached.record.clone());
@@ -147,37 +225,68 @@ impl ClientCache {
 
     /// A ticket for a command about `id` that is about to be sent.
     pub(crate) fn ticket(&self, id: &SessionId) -> Ticket {
-        let shard = self.shard_of(id);
+        let (shard, key) = self.place(id);
         let epoch = self.epoch.load(Ordering::Acquire);
-        let generation = self.lock(shard).generation;
+        let locked = self.lock(shard);
+        let pending = locked
+            .entries
+            .get(id)
+            .map_or(0, |cached| cached.own_invalidations);
         Ticket {
             shard,
+            key,
             epoch,
-            generation,
+            changes: locked.changes,
+            pending,
         }
+    }
+
+    /// How many invalidations of `ticket`'s key arrived since it was taken, when the ticket is
+    /// still good for filling the cache: same epoch, tracking on, and known changes.
+    fn invalidations_since(&self, shard: &Shard, ticket: &Ticket) -> Option<u32> {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        if ticket.epoch != epoch || !self.is_tracking(epoch) {
+            return None;
+        }
+        shard.invalidations_since(ticket)
     }
 
     /// Settles what Redis now holds under `id` after the command `ticket` was taken for: the
     /// record and when its key expires, or `None` when the outcome is not known (then nothing is
-    /// cached for `id`).
-    pub(crate) fn settle(&self, ticket: Ticket, id: &SessionId, now: Option<(Record, i64)>) {
-        let epoch = self.epoch.load(Ordering::Acquire);
+    /// cached for `id`). `own_invalidations` is how many invalidations the command itself causes
+    /// (1 for a write that read the key before and after it, 0 for a read).
+    pub(crate) fn settle(
+        &self,
+        ticket: Ticket,
+        id: &SessionId,
+        now: Option<(Record, i64)>,
+        own_invalidations: u32,
+    ) {
         let mut shard = self.lock(ticket.shard);
-        let current = shard.generation == ticket.generation
-            && ticket.epoch == epoch
-            && self.is_tracking(epoch);
-        shard.generation = shard.generation.wrapping_add(1);
-        match now {
-            Some((record, expires_at)) if current => {
+        let seen = self.invalidations_since(&shard, &ticket);
+        shard.note(ticket.key, ChangeKind::Settled);
+        // Own invalidations to come since the ticket: those the entry expected then (of earlier
+        // writes) and this command's. Those seen since the ticket count against them (this
+        // command's may be among them: a push can overtake the task that settles its reply); if
+        // they do not cover what was seen, one of those was someone else's, and nothing is kept.
+        // (Whatever the entry counted off meanwhile is among those seen.)
+        let pending = ticket.pending.saturating_add(own_invalidations);
+        match (now, seen) {
+            (Some((record, expires_at)), Some(seen)) if seen <= pending => {
                 if shard.entries.len() >= self.per_shard && !shard.entries.contains_key(id) {
                     // Full: make room by dropping an arbitrary entry (any one is a fair guess).
                     if let Some(victim) = shard.entries.keys().next().cloned() {
                         shard.entries.remove(&victim);
                     }
                 }
-                shard
-                    .entries
-                    .insert(id.clone(), Cached { record, expires_at });
+                shard.entries.insert(
+                    id.clone(),
+                    Cached {
+                        record,
+                        expires_at,
+                        own_invalidations: pending - seen,
+                    },
+                );
             }
             _ => {
                 shard.entries.remove(id);
@@ -185,25 +294,11 @@ impl ClientCache {
         }
     }
 
-    /// Moves the expiry of `id`'s cached record (a touch that Redis confirmed), if it is cached.
-    pub(crate) fn retime(&self, ticket: Ticket, id: &SessionId, expires_at: i64) {
-        let epoch = self.epoch.load(Ordering::Acquire);
-        let mut shard = self.lock(ticket.shard);
-        let current = shard.generation == ticket.generation && ticket.epoch == epoch;
-        shard.generation = shard.generation.wrapping_add(1);
-        if current {
-            if let Some(cached) = shard.entries.get_mut(id) {
-                cached.expires_at = expires_at;
-                return;
-            }
-        }
-        shard.entries.remove(id);
-    }
-
     /// Drops `id`'s record: its key changed in a way this process does not know the outcome of.
     pub(crate) fn forget(&self, id: &SessionId) {
-        let mut shard = self.lock(self.shard_of(id));
-        shard.generation = shard.generation.wrapping_add(1);
+        let (index, key) = self.place(id);
+        let mut shard = self.lock(index);
+        shard.note(key, ChangeKind::Settled);
         shard.entries.remove(id);
     }
 
@@ -211,7 +306,7 @@ impl ClientCache {
     pub(crate) fn forget_all(&self) {
         for index in 0..SHARDS {
             let mut shard = self.lock(index);
-            shard.generation = shard.generation.wrapping_add(1);
+            shard.note(0, ChangeKind::Everything);
             shard.entries.clear();
         }
     }
@@ -222,7 +317,7 @@ impl ClientCache {
             PushKind::Invalidate => match push.data.first() {
                 Some(Value::Array(keys)) => {
                     for key in keys {
-                        self.forget_key(key);
+                        self.invalidate_key(key);
                     }
                 }
                 // A null list: the server flushed its keys (FLUSHALL, FLUSHDB).
@@ -239,18 +334,27 @@ impl ClientCache {
         }
     }
 
-    fn forget_key(&self, key: &Value) {
+    fn invalidate_key(&self, key: &Value) {
         let key: &[u8] = match key {
             Value::BulkString(key) => key,
             Value::SimpleString(key) => key.as_bytes(),
             _ => return self.forget_all(),
         };
         let Some(id) = crate::id_in_key(&self.prefix, key) else {
-            // Not a session key of this store (another prefix sharing the broadcast, or not an
-            // id): nothing of it is cached.
+            // Not a session key of this store (the user index, another prefix): nothing of it
+            // is cached.
             return;
         };
-        self.forget(&id);
+        let (index, hash) = self.place(&id);
+        let mut shard = self.lock(index);
+        shard.note(hash, ChangeKind::Invalidated);
+        if let Some(cached) = shard.entries.get_mut(&id) {
+            if cached.own_invalidations > 0 {
+                cached.own_invalidations -= 1;
+                return;
+            }
+            shard.entries.remove(&id);
+        }
     }
 
     /// How many records are cached (for tests and diagnostics).
@@ -288,12 +392,22 @@ mod tests {
     fn nothing_is_cached_until_tracking_is_confirmed() {
         let cache = ClientCache::new(10, "sess:");
         let id = SessionId::generate();
-        cache.settle(cache.ticket(&id), &id, Some((Record::default(), i64::MAX)));
+        cache.settle(
+            cache.ticket(&id),
+            &id,
+            Some((Record::default(), i64::MAX)),
+            0,
+        );
         assert_eq!(cache.get(&id, 0), None);
         let epoch = cache.tracking_to_enable().unwrap();
         assert_eq!(cache.tracking_to_enable(), None, "one task enables it");
         cache.tracking_enabled(epoch);
-        cache.settle(cache.ticket(&id), &id, Some((Record::default(), i64::MAX)));
+        cache.settle(
+            cache.ticket(&id),
+            &id,
+            Some((Record::default(), i64::MAX)),
+            0,
+        );
         assert_eq!(cache.get(&id, 0), Some(Record::default()));
     }
 
@@ -320,15 +434,97 @@ mod tests {
         let ticket = cache.ticket(&id);
         // An invalidation (about a value later than the one being read) arrives first.
         cache.on_push(&invalidate(&[&format!("sess:{id}")]));
-        cache.settle(ticket, &id, Some((Record::default(), i64::MAX)));
+        cache.settle(ticket, &id, Some((Record::default(), i64::MAX)), 0);
         assert_eq!(cache.get(&id, 0), None);
 
         // Two writes of this process race: the one settled second is dropped, not cached.
         let first = cache.ticket(&id);
         let second = cache.ticket(&id);
-        cache.settle(first, &id, Some((Record::default(), i64::MAX)));
-        cache.settle(second, &id, Some((Record::default(), i64::MAX)));
+        cache.settle(first, &id, Some((Record::default(), i64::MAX)), 0);
+        cache.settle(second, &id, Some((Record::default(), i64::MAX)), 0);
         assert_eq!(cache.get(&id, 0), None);
+    }
+
+    #[test]
+    fn the_invalidation_of_an_own_write_is_counted_off_whenever_it_arrives() {
+        let cache = tracking_cache(10);
+        let id = SessionId::generate();
+        let key = format!("sess:{id}");
+        let written = || Some((Record::default(), i64::MAX));
+
+        // The push overtakes the task that settles the reply.
+        let ticket = cache.ticket(&id);
+        cache.on_push(&invalidate(&[&key]));
+        cache.settle(ticket, &id, written(), 1);
+        assert!(
+            cache.get(&id, 0).is_some(),
+            "its own invalidation came first"
+        );
+        cache.on_push(&invalidate(&[&key]));
+        assert_eq!(cache.get(&id, 0), None, "a second one is someone else's");
+
+        // The push follows the settled reply.
+        cache.settle(cache.ticket(&id), &id, written(), 1);
+        cache.on_push(&invalidate(&[&key]));
+        assert!(cache.get(&id, 0).is_some());
+        cache.on_push(&invalidate(&[&key]));
+        assert_eq!(cache.get(&id, 0), None);
+
+        // Two writes in a row: two invalidations expected, a third one drops the entry.
+        cache.settle(cache.ticket(&id), &id, written(), 1);
+        cache.settle(cache.ticket(&id), &id, written(), 1);
+        for _ in 0..2 {
+            cache.on_push(&invalidate(&[&key]));
+            assert!(cache.get(&id, 0).is_some());
+        }
+        cache.on_push(&invalidate(&[&key]));
+        assert_eq!(cache.get(&id, 0), None);
+
+        // The next write's ticket is taken before the previous write's invalidation arrives,
+        // and both arrive before its reply is settled.
+        cache.settle(cache.ticket(&id), &id, written(), 1);
+        let ticket = cache.ticket(&id);
+        cache.on_push(&invalidate(&[&key]));
+        cache.on_push(&invalidate(&[&key]));
+        cache.settle(ticket, &id, written(), 1);
+        assert!(cache.get(&id, 0).is_some(), "both were its own");
+        cache.on_push(&invalidate(&[&key]));
+        assert_eq!(cache.get(&id, 0), None);
+
+        // Someone else's write and this one's, both before the reply: not cached.
+        let ticket = cache.ticket(&id);
+        cache.on_push(&invalidate(&[&key]));
+        cache.on_push(&invalidate(&[&key]));
+        cache.settle(ticket, &id, written(), 1);
+        assert_eq!(cache.get(&id, 0), None);
+    }
+
+    #[test]
+    fn a_result_after_more_changes_than_the_shard_remembers_is_not_cached() {
+        let cache = tracking_cache(1_000);
+        let id = SessionId::generate();
+        let shard = cache.place(&id).0;
+        let neighbours: Vec<SessionId> = std::iter::repeat_with(SessionId::generate)
+            .filter(|other| cache.place(other).0 == shard)
+            .take(RECENT + 1)
+            .collect();
+        let ticket = cache.ticket(&id);
+        for other in &neighbours[..RECENT] {
+            cache.on_push(&invalidate(&[&format!("sess:{other}")]));
+        }
+        cache.settle(ticket, &id, Some((Record::default(), i64::MAX)), 0);
+        assert!(
+            cache.get(&id, 0).is_some(),
+            "{RECENT} changes about other keys"
+        );
+
+        cache.forget(&id);
+        let ticket = cache.ticket(&id);
+        for other in &neighbours {
+            cache.on_push(&invalidate(&[&format!("sess:{other}")]));
+        }
+        cache.settle(ticket, &id, Some((Record::default(), i64::MAX)), 0);
+        assert_eq!(cache.get(&id, 0), None, "one change too many to tell");
     }
 
     #[test]
@@ -336,7 +532,7 @@ mod tests {
         let cache = tracking_cache(10);
         let (a, b) = (SessionId::generate(), SessionId::generate());
         for id in [&a, &b] {
-            cache.settle(cache.ticket(id), id, Some((Record::default(), 1_000)));
+            cache.settle(cache.ticket(id), id, Some((Record::default(), 1_000)), 0);
         }
         cache.on_push(&invalidate(&[&format!("sess:{a}"), "other:key"]));
         assert_eq!(cache.get(&a, 0), None);
@@ -348,14 +544,19 @@ mod tests {
     fn a_disconnection_empties_the_cache_until_tracking_is_back() {
         let cache = tracking_cache(10);
         let id = SessionId::generate();
-        cache.settle(cache.ticket(&id), &id, Some((Record::default(), i64::MAX)));
+        cache.settle(
+            cache.ticket(&id),
+            &id,
+            Some((Record::default(), i64::MAX)),
+            0,
+        );
         let ticket = cache.ticket(&id);
         cache.on_push(&PushInfo {
             kind: PushKind::Disconnection,
             data: vec![],
         });
         assert_eq!(cache.len(), 0);
-        cache.settle(ticket, &id, Some((Record::default(), i64::MAX)));
+        cache.settle(ticket, &id, Some((Record::default(), i64::MAX)), 0);
         assert_eq!(
             cache.get(&id, 0),
             None,
@@ -363,7 +564,12 @@ mod tests {
         );
         let epoch = cache.tracking_to_enable().unwrap();
         cache.tracking_enabled(epoch);
-        cache.settle(cache.ticket(&id), &id, Some((Record::default(), i64::MAX)));
+        cache.settle(
+            cache.ticket(&id),
+            &id,
+            Some((Record::default(), i64::MAX)),
+            0,
+        );
         assert!(cache.get(&id, 0).is_some());
     }
 
@@ -372,7 +578,12 @@ mod tests {
         let cache = tracking_cache(SHARDS * 2);
         for _ in 0..SHARDS * 20 {
             let id = SessionId::generate();
-            cache.settle(cache.ticket(&id), &id, Some((Record::default(), i64::MAX)));
+            cache.settle(
+                cache.ticket(&id),
+                &id,
+                Some((Record::default(), i64::MAX)),
+                0,
+            );
         }
         assert!(cache.len() <= SHARDS * 2, "{}", cache.len());
         cache.on_push(&PushInfo {

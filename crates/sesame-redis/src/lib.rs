@@ -105,14 +105,15 @@
 //! # Client-side cache
 //!
 //! [`RedisStoreBuilder::client_side_cache`] keeps the records this process reads and writes in
-//! memory, and Redis keeps them honest: it notifies the store of every change another connection
-//! makes under the prefix (`CLIENT TRACKING ON BCAST PREFIX <prefix> NOLOOP`, over RESP3), and the
-//! store drops its copy. A session the store has seen is then read in no round trip, and several
-//! app instances (or an Express app) can still share the sessions. See the builder method for the
-//! rules that keep the cache from serving what Redis no longer holds, and the one trade-off (the
-//! delivery delay of a notice). Redis 7.0 (at least) also notifies a connection of the writes of
-//! its own scripts despite `NOLOOP`, so there a patch drops the cached copy and the next read goes
-//! to Redis.
+//! memory, and Redis keeps them honest: it tracks the keys the store's connection reads
+//! (`CLIENT TRACKING ON`, over RESP3) and notifies it of the next change to each, whoever makes
+//! it, and the store drops its copy. The store's own writes read the key right before and after
+//! they change it, in one atomic step, so each is followed by exactly one notice of its own, which
+//! the cache counts off rather than dropping the record it has just written. A session the store
+//! has seen is then read in no round trip and written in one, and several app instances (or an
+//! Express app) can still share the sessions. See the builder method for the rules that keep the
+//! cache from serving what Redis no longer holds, and the one trade-off (the delivery delay of a
+//! notice).
 #![forbid(unsafe_code)]
 
 mod builder;
@@ -340,20 +341,12 @@ impl RedisStore {
             // Should this call be dropped before the reply (a request timing out), the next
             // caller tries again.
             let _unless_done = EnablingTracking { cache, epoch };
+            // The default mode: Redis tracks the keys this connection reads. Not `NOLOOP`: the
+            // cache counts on the invalidations of its own writes (see `client_cache.rs`).
             let mut cmd = redis::cmd("CLIENT");
-            cmd.arg("TRACKING")
-                .arg("ON")
-                .arg("BCAST")
-                .arg("PREFIX")
-                .arg(&self.inner.prefix)
-                .arg("NOLOOP");
+            cmd.arg("TRACKING").arg("ON");
             match self.query::<()>(&cmd).await {
                 Ok(()) => cache.tracking_enabled(epoch),
-                // Tracking of this prefix is on already (enabled in this epoch by a request that
-                // lost track of its reply): as good as an OK.
-                Err(error) if error.to_string().contains("overlaps") => {
-                    cache.tracking_enabled(epoch);
-                }
                 // The guard lets the next caller try again.
                 Err(error) => {
                     tracing::warn!(
@@ -442,12 +435,14 @@ impl RedisStore {
     }
 
     /// Settles a write's outcome in the client-side cache: what Redis holds now (`record`, written
-    /// as `bytes` with `expiry` at `now`), or `None` when the outcome is unknown or not a record.
+    /// as `bytes` with `expiry` at `now`, by a [tracked write](Self::tracked_write) or a script
+    /// that reads the key again after it writes it), or `None` when the outcome is unknown, not a
+    /// record, or written without tracking the key again.
     fn settle_write(
         &self,
         ticket: Option<(&ClientCache, Ticket)>,
         id: &SessionId,
-        written: Option<(&Record, &[u8], Expiry)>,
+        written: Option<(Record, &[u8], Expiry)>,
         now: OffsetDateTime,
     ) {
         let Some((cache, ticket)) = ticket else {
@@ -455,13 +450,42 @@ impl RedisStore {
         };
         let written = written.map(|(record, bytes, expiry)| {
             let copy = if bytes.len() <= replace::MAX_BASE_LEN {
-                record.clone().with_origin(bytes.into())
+                record.with_origin(bytes.into())
             } else {
-                record.clone().without_origin()
+                record.without_origin()
             };
             (copy, expiry.instant_millis(now))
         });
-        cache.settle(ticket, id, written);
+        // A written record comes with exactly one invalidation of its own: the write read the key
+        // right before it changed it.
+        let own_invalidations = u32::from(written.is_some());
+        cache.settle(ticket, id, written, own_invalidations);
+    }
+
+    /// Runs `write` (a command on `key`) so that this connection tracks `key` right before and
+    /// right after it, atomically (`MULTI`, `PTTL`, `write`, `PTTL`, `EXEC`, in one round trip):
+    /// if `write` changes the key, Redis then sends this connection exactly one invalidation for
+    /// it, which the client-side cache counts on, and any later change by anyone is sent too.
+    /// Returns `write`'s reply.
+    async fn tracked_write(&self, key: &str, write: &Cmd) -> Result<redis::Value> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("PTTL")
+            .arg(key)
+            .ignore()
+            .add_command(write.clone())
+            .cmd("PTTL")
+            .arg(key)
+            .ignore();
+        let mut conn = self.inner.conn.clone();
+        let mut replies: Vec<redis::Value> = self.bounded(pipe.query_async(&mut conn)).await?;
+        match replies.pop() {
+            Some(reply) if replies.is_empty() => Ok(reply),
+            _ => Err(backend(ScriptError::UnexpectedReply {
+                script: "tracked write",
+                reply: redis::Value::Array(replies),
+            })),
+        }
     }
 
     /// Drops `id` from the client-side cache, if there is one: its key changed in a way this store
@@ -821,6 +845,7 @@ impl SessionStore for RedisStore {
                 ticket,
                 id,
                 record.clone().map(|record| (record, expires_at)),
+                0,
             );
             return Ok(record);
         }
@@ -847,19 +872,18 @@ impl SessionStore for RedisStore {
             cmd.arg("PX").arg(ms);
         }
         let ticket = self.cache_ticket(id).await;
-        let written = match record.user() {
-            Some(user) => {
+        let (written, tracked) = match (record.user(), ticket) {
+            (Some(user), _) => {
                 let score = Score::of(record.cookie(), now, expiry);
                 let index = self.index_add(user, id, score, now);
-                self.write_then_index(Write::Cmd(&cmd), &index)
-                    .await
-                    .map(drop)
+                let written = self.write_then_index(Write::Cmd(&cmd), &index).await;
+                (written.map(drop), false)
             }
-            None => self.query(&cmd).await,
+            (None, Some(_)) => (self.tracked_write(&key, &cmd).await.map(drop), true),
+            (None, None) => (self.query(&cmd).await, false),
         };
-        let outcome = written
-            .is_ok()
-            .then_some((record, bytes.as_slice(), expiry));
+        let outcome =
+            (tracked && written.is_ok()).then(|| (record.clone(), bytes.as_slice(), expiry));
         self.settle_write(ticket, id, outcome, now);
         written
     }
@@ -884,14 +908,19 @@ impl SessionStore for RedisStore {
             self.index_add(user, id, score, now)
         });
         let ticket = self.cache_ticket(id).await;
+        let mut tracked = false;
         let reply = match expiry {
             Expiry::Millis(ms) => {
                 // `SET NX` replies OK when it wrote and nil when the key exists.
                 let mut cmd = redis::cmd("SET");
                 cmd.arg(&key).arg(&value).arg("NX").arg("PX").arg(ms);
-                match &index {
-                    Some(index) => self.write_then_index(Write::Cmd(&cmd), index).await,
-                    None => self.query(&cmd).await,
+                match (&index, ticket) {
+                    (Some(index), _) => self.write_then_index(Write::Cmd(&cmd), index).await,
+                    (None, Some(_)) => {
+                        tracked = true;
+                        self.tracked_write(&key, &cmd).await
+                    }
+                    (None, None) => self.query(&cmd).await,
                 }
             }
             Expiry::Never => {
@@ -921,7 +950,8 @@ impl SessionStore for RedisStore {
                 taken
             }
             _ => {
-                self.settle_write(ticket, id, Some((record, &value, expiry)), now);
+                let written = tracked.then(|| (record.clone(), value.as_slice(), expiry));
+                self.settle_write(ticket, id, written, now);
                 Ok(())
             }
         }
@@ -962,17 +992,20 @@ impl SessionStore for RedisStore {
                         touched
                     }
                     None => {
-                        let ticket = self.cache_ticket(id).await;
-                        let touched = self.query::<i64>(&cmd).await;
-                        if let Some((cache, ticket)) = ticket {
-                            // The value is unchanged: a cached copy lives on until the new TTL
-                            // (PEXPIRE replies 1 when the key was there).
-                            match touched {
-                                Ok(1) => {
-                                    cache.retime(ticket, id, Expiry::Millis(ms).instant_millis(now))
-                                }
-                                _ => cache.forget(id),
+                        let Some((cache, ticket)) = self.cache_ticket(id).await else {
+                            return self.query(&cmd).await;
+                        };
+                        // The value is unchanged: the copy cached now lives on until the new
+                        // TTL. PEXPIRE replies 1 when the key was there, and then it changed it,
+                        // which this connection is told once.
+                        let held = cache.get(id, unix_millis(now));
+                        let touched = self.tracked_write(&key, &cmd).await;
+                        match (&touched, held) {
+                            (Ok(redis::Value::Int(1)), Some(record)) => {
+                                let expires_at = Expiry::Millis(ms).instant_millis(now);
+                                cache.settle(ticket, id, Some((record, expires_at)), 1);
                             }
+                            _ => cache.forget(id),
                         }
                         touched.map(drop)
                     }
@@ -1079,9 +1112,8 @@ impl SessionStore for RedisStore {
                 let replaced = self.invoke::<i64>(&replace).await;
                 if let (Ok(1), Some(_)) = (&replaced, ticket) {
                     // The cache gets the record as written (decoded from the very bytes).
-                    let written = Record::from_json(&record).ok();
-                    let written = written
-                        .as_ref()
+                    let written = Record::from_json(&record)
+                        .ok()
                         .map(|written| (written, record.as_slice(), Expiry::Millis(ms)));
                     self.settle_write(ticket, id, written, now);
                 } else {

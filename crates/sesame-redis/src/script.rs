@@ -308,9 +308,15 @@ return removed
 /// from those bytes (see `replace.rs`). Returns 1 when replaced, 0 when the key holds anything
 /// else or nothing (the caller then runs the patch script). No member scanning, no prelude: a
 /// `GET`, a comparison and a `SET`.
+///
+/// The `PTTL` after the `SET` is a read for Redis' client tracking: a connection with a
+/// client-side cache has the key tracked again right after its own write (so it hears of the next
+/// change, by anyone), and since the `GET` tracked it right before, it hears of this write exactly
+/// once (see `client_cache.rs`). Without tracking it is a no-op.
 const REPLACE_BODY: &str = r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+redis.call('PTTL', KEYS[1])
 return 1
 "#;
 
