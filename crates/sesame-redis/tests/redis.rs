@@ -632,6 +632,18 @@ async fn one_round_trip_per_patch_and_per_swap() {
 
 /// Polls `load` until it gives `expected` (the invalidation notices of the client-side cache
 /// arrive asynchronously); fails after two seconds.
+/// A store with a client-side cache, and a store without one on the same prefix (another app
+/// instance), or `None` when Redis is missing.
+async fn cached_and_plain() -> Option<(RedisStore, RedisStore)> {
+    let cached = single_store(|builder| builder.client_side_cache(100)).await?;
+    let plain = RedisStore::builder()
+        .prefix(cached.prefix())
+        .connect(&redis_url())
+        .await
+        .unwrap();
+    Some((cached, plain))
+}
+
 async fn eventually_loads(store: &RedisStore, id: &SessionId, expected: Option<&Record>) {
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     loop {
@@ -705,14 +717,9 @@ async fn the_client_side_cache_reads_in_no_round_trip_and_writes_in_one() {
 /// store's client-side cache: Redis tells it, and it drops its copy.
 #[tokio::test]
 async fn other_clients_changes_reach_the_client_side_cache() {
-    let Some(cached) = single_store(|builder| builder.client_side_cache(100)).await else {
+    let Some((cached, other)) = cached_and_plain().await else {
         return;
     };
-    let other = RedisStore::builder()
-        .prefix(cached.prefix())
-        .connect(&redis_url())
-        .await
-        .unwrap();
     let id = SessionId::generate();
     let mut first = record(Some(HOUR));
     first.data_mut().insert("n".into(), json!(1));
@@ -752,14 +759,9 @@ async fn own_invalidations_arrive(store: &RedisStore) {
 /// client still reaches the cache.
 #[tokio::test]
 async fn after_its_own_writes_the_client_side_cache_keeps_its_copy_and_hears_of_others() {
-    let Some(cached) = single_store(|builder| builder.client_side_cache(100)).await else {
+    let Some((cached, other)) = cached_and_plain().await else {
         return;
     };
-    let other = RedisStore::builder()
-        .prefix(cached.prefix())
-        .connect(&redis_url())
-        .await
-        .unwrap();
     let mut conn = raw(&redis_url()).await;
     let numbered = |n: i64| {
         let mut record = record(Some(HOUR));
@@ -815,14 +817,9 @@ async fn after_its_own_writes_the_client_side_cache_keeps_its_copy_and_hears_of_
 /// invalidation would be served until the session expires, an hour later).
 #[tokio::test]
 async fn under_racing_writes_the_client_side_cache_ends_where_redis_is() {
-    let Some(cached) = single_store(|builder| builder.client_side_cache(100)).await else {
+    let Some((cached, plain)) = cached_and_plain().await else {
         return;
     };
-    let plain = RedisStore::builder()
-        .prefix(cached.prefix())
-        .connect(&redis_url())
-        .await
-        .unwrap();
     let mut conn = raw(&redis_url()).await;
     let id = SessionId::generate();
     cached.save(&id, &record(Some(HOUR))).await.unwrap();
