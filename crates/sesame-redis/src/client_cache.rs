@@ -96,7 +96,7 @@ struct Change {
     kind: ChangeKind,
 }
 
-#[derive(Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Default)]
 enum ChangeKind {
     /// Redis invalidated the key (for a write of any connection, this store's own included).
     #[default]

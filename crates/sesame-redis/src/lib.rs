@@ -478,11 +478,11 @@ impl RedisStore {
             .arg(key)
             .ignore();
         let mut conn = self.inner.conn.clone();
-        let mut replies: Vec<redis::Value> = self.bounded(pipe.query_async(&mut conn)).await?;
-        match replies.pop() {
-            Some(reply) if replies.is_empty() => Ok(reply),
-            _ => Err(backend(ScriptError::UnexpectedReply {
-                script: "tracked write",
+        let replies: Vec<redis::Value> = self.bounded(pipe.query_async(&mut conn)).await?;
+        match <[redis::Value; 1]>::try_from(replies) {
+            Ok([reply]) => Ok(reply),
+            Err(replies) => Err(backend(ScriptError::UnexpectedCommandReply {
+                command: "EXEC",
                 reply: redis::Value::Array(replies),
             })),
         }
@@ -872,15 +872,18 @@ impl SessionStore for RedisStore {
             cmd.arg("PX").arg(ms);
         }
         let ticket = self.cache_ticket(id).await;
-        let (written, tracked) = match (record.user(), ticket) {
-            (Some(user), _) => {
+        // Only a write without the user index can be tracked, and so cached.
+        let tracked = ticket.is_some() && record.user().is_none();
+        let written = match record.user() {
+            Some(user) => {
                 let score = Score::of(record.cookie(), now, expiry);
                 let index = self.index_add(user, id, score, now);
-                let written = self.write_then_index(Write::Cmd(&cmd), &index).await;
-                (written.map(drop), false)
+                self.write_then_index(Write::Cmd(&cmd), &index)
+                    .await
+                    .map(drop)
             }
-            (None, Some(_)) => (self.tracked_write(&key, &cmd).await.map(drop), true),
-            (None, None) => (self.query(&cmd).await, false),
+            None if tracked => self.tracked_write(&key, &cmd).await.map(drop),
+            None => self.query(&cmd).await,
         };
         let outcome =
             (tracked && written.is_ok()).then(|| (record.clone(), bytes.as_slice(), expiry));
@@ -908,19 +911,17 @@ impl SessionStore for RedisStore {
             self.index_add(user, id, score, now)
         });
         let ticket = self.cache_ticket(id).await;
-        let mut tracked = false;
+        // Only a `SET NX` without the user index can be tracked, and so cached.
+        let tracked = ticket.is_some() && index.is_none() && matches!(expiry, Expiry::Millis(_));
         let reply = match expiry {
             Expiry::Millis(ms) => {
                 // `SET NX` replies OK when it wrote and nil when the key exists.
                 let mut cmd = redis::cmd("SET");
                 cmd.arg(&key).arg(&value).arg("NX").arg("PX").arg(ms);
-                match (&index, ticket) {
-                    (Some(index), _) => self.write_then_index(Write::Cmd(&cmd), index).await,
-                    (None, Some(_)) => {
-                        tracked = true;
-                        self.tracked_write(&key, &cmd).await
-                    }
-                    (None, None) => self.query(&cmd).await,
+                match &index {
+                    Some(index) => self.write_then_index(Write::Cmd(&cmd), index).await,
+                    None if tracked => self.tracked_write(&key, &cmd).await,
+                    None => self.query(&cmd).await,
                 }
             }
             Expiry::Never => {
