@@ -633,7 +633,12 @@ impl RedisStore {
         if meta.and_then(user_in_meta).is_some() {
             return None;
         }
-        let mut invocation = script::REPLACE.prepare_invoke();
+        // With a client-side cache, the script that leaves the key tracked after the write.
+        let script = match self.inner.client_cache {
+            Some(_) => &script::REPLACE_TRACKED,
+            None => &script::REPLACE,
+        };
+        let mut invocation = script.prepare_invoke();
         invocation.key(key).arg(base).arg(&record).arg(ms);
         Some((invocation, record))
     }

@@ -517,6 +517,24 @@ async fn round_trips(url: &str, work: impl std::future::Future<Output = ()>) -> 
 /// The commands a client sent to the server while `work` ran, as `MONITOR` shows them
 /// (`"<command>" "<arg>"...`), without those the Lua scripts ran inside the server.
 async fn monitored(url: &str, work: impl std::future::Future<Output = ()>) -> Vec<String> {
+    monitored_from(url, work, Source::Client).await
+}
+
+/// Where a command `MONITOR` shows came from.
+#[derive(Clone, Copy, PartialEq)]
+enum Source {
+    /// A client's round trip.
+    Client,
+    /// A script's `redis.call`, inside the server.
+    Script,
+}
+
+/// The commands of `source` the server ran while `work` ran, as `MONITOR` shows them.
+async fn monitored_from(
+    url: &str,
+    work: impl std::future::Future<Output = ()>,
+    wanted: Source,
+) -> Vec<String> {
     use futures_util::StreamExt as _;
 
     let client = redis::Client::open(url).unwrap();
@@ -538,7 +556,12 @@ async fn monitored(url: &str, work: impl std::future::Future<Output = ()>) -> Ve
         }
         // `<time> [<db> <client address or "lua">] "<command>" "<arg>"...`
         let (source, command) = line.split_once("] ").unwrap();
-        if !source.ends_with(" lua") {
+        let source = if source.ends_with(" lua") {
+            Source::Script
+        } else {
+            Source::Client
+        };
+        if source == wanted {
             commands.push(command.to_owned());
         }
     }
@@ -711,6 +734,51 @@ async fn the_client_side_cache_reads_in_no_round_trip_and_writes_in_one() {
         plain.load(&id).await.unwrap(),
         "what the cache serves is what Redis holds"
     );
+}
+
+/// Each `redis.call` of a script costs Redis more than a client's `SET`, so a write's script
+/// makes only the calls it needs: the replace-if-unchanged script of a plain store reads and sets
+/// the key (two calls); with a client-side cache it also reads the key after setting it (the
+/// `PTTL` that keeps it tracked).
+#[tokio::test]
+async fn the_replace_script_reads_the_key_after_its_write_only_for_a_client_side_cache() {
+    // A private server: `MONITOR` would also show the scripts of tests running alongside.
+    let Some(server) = PrivateRedis::start().await else {
+        return;
+    };
+    let url = server.url();
+    let plain = RedisStore::builder().connect(&url).await.unwrap();
+    let cached = RedisStore::builder()
+        .client_side_cache(100)
+        .connect(&url)
+        .await
+        .unwrap();
+    for (store, expected) in [
+        (&plain, vec!["get", "set"]),
+        (&cached, vec!["get", "set", "pttl"]),
+    ] {
+        let id = SessionId::generate();
+        store.save(&id, &record(Some(HOUR))).await.unwrap();
+        let script_calls = monitored_from(
+            &url,
+            async {
+                let mut changed = store.load(&id).await.unwrap().unwrap();
+                changed.data_mut().insert("n".into(), json!(1));
+                let patch = Patch::from_changes(&changed, ["n"]);
+                assert!(patch.base().is_some(), "the patch of a loaded record");
+                assert!(store.patch(&id, &patch).await.unwrap());
+            },
+            Source::Script,
+        )
+        .await;
+        let names: Vec<String> = script_calls
+            .iter()
+            .map(|line| line.split('"').nth(1).unwrap().to_ascii_lowercase())
+            .collect();
+        assert_eq!(names, expected, "{script_calls:?}");
+        let loaded = plain.load(&id).await.unwrap().unwrap();
+        assert_eq!(loaded.data().get("n"), Some(&json!(1)));
+    }
 }
 
 /// Changes made by other clients (another app instance, an Express app, `redis-cli`) reach a
