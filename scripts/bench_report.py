@@ -11,7 +11,8 @@ a Markdown table of ns/request with each implementation's ratio to raw axum and 
 over raw, and writes a grouped bar chart; for each store that has results (memory, from
 `--bench layer`; redis, from `--bench redis`). From the Redis bench it also prints the round trips
 per request (target/criterion/redis-round-trips.json), the write throughput of sesame and
-tower-sessions (throughput_write, with sesame's client-side cache too) and the CachingStore and
+tower-sessions (with sesame's client-side cache too: the interleaved pass,
+target/criterion/redis-throughput.json, with criterion's throughput_write beside it) and the CachingStore and
 client-side cache hit paths against Redis alone (caching_read). Standard library only.
 """
 import argparse
@@ -93,6 +94,15 @@ def elements(root, group, impl):
     return throughput.get("Elements")
 
 
+def load_throughput_interleaved(root):
+    """The Redis bench's interleaved throughput pass (redis-throughput.json), or None."""
+    path = os.path.join(root, "redis-throughput.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def redis_extras(root):
     """The Markdown tables of the Redis bench beyond the per-scenario one: write throughput and
     the hit paths of the CachingStore and of the client-side cache."""
@@ -102,7 +112,22 @@ def redis_extras(root):
         ns, n = median(root, "throughput_write", impl), elements(root, "throughput_write", impl)
         if ns and n:
             rates[impl] = n / (ns / 1e9)
-    if rates:
+    interleaved = load_throughput_interleaved(root)
+    if interleaved:
+        # The figures of record, as for the memory store; criterion's separate blocks beside them.
+        cpu = interleaved.get("client_cpu_us_per_request") or {}
+        lines = [
+            "| write throughput, Redis, 64 concurrent writers (interleaved) | requests/s | client CPU per request | criterion, separate runs |",
+            "|---|---:|---:|---:|",
+        ]
+        tower = interleaved["requests_per_second"].get("tower-sessions")
+        for impl, rate in interleaved["requests_per_second"].items():
+            ratio = f" ({rate / tower:.2f}×)" if tower and impl != "tower-sessions" else ""
+            micros = f"{cpu[impl]:.1f} µs" if impl in cpu else ""
+            separate = f"{rates[impl]:,.0f}" if impl in rates else ""
+            lines.append(f"| {impl} | {rate:,.0f}{ratio} | {micros} | {separate} |")
+        out.append("\n".join(lines))
+    elif rates:
         lines = [
             "| write throughput, Redis, 64 concurrent writers | requests/s |",
             "|---|---:|",

@@ -105,7 +105,7 @@ fn interleaved(_: &mut Criterion) {
                 samples[which].push(batches[which]());
             }
         }
-        let [raw_ns, sesame_ns, tower_ns] = samples.map(median);
+        let [raw_ns, sesame_ns, tower_ns] = samples.map(common::median);
         println!(
             "  {scenario:<10} raw {raw_ns:>6.0}  sesame {sesame_ns:>6.0} ({:.2}x)  tower-sessions {tower_ns:>6.0} ({:.2}x)",
             sesame_ns / raw_ns,
@@ -142,11 +142,6 @@ fn batch<A: App>(
         }
     });
     started.elapsed().as_nanos() as f64 / BATCH as f64
-}
-
-fn median(mut samples: Vec<f64>) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
 }
 
 criterion_group! {

@@ -183,6 +183,22 @@ pub fn rss_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The CPU time all threads of this process have used so far, user and system (`utime` and
+/// `stime` of `/proc/self/stat`, in the kernel's fixed 100 ticks a second); `None` off Linux.
+pub fn process_cpu_time() -> Option<std::time::Duration> {
+    /// `USER_HZ`: what `/proc` counts in, 100 on every Linux architecture.
+    const TICKS_PER_SECOND: u64 = 100;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count from after it.
+    let after_name = stat.get(stat.rfind(')')? + 1..)?;
+    let mut fields = after_name.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(std::time::Duration::from_millis(
+        (user + system) * 1000 / TICKS_PER_SECOND,
+    ))
+}
+
 /// Order statistics of request latencies.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Latencies {

@@ -17,3 +17,9 @@ pub(crate) fn bench_app<A: App>(
         b.to_async(runtime).iter(|| drive(app, path, cookie))
     });
 }
+
+/// The median of interleaved samples (the upper one of an even count).
+pub(crate) fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
