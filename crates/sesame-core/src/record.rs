@@ -373,6 +373,45 @@ impl CookieState {
         }
     }
 
+    /// This cookie state as a store reads it back after writing it in express-session's JSON, when
+    /// that is known without encoding it: the [`deadline`](Self::deadline) is never stored, and
+    /// `expires` is stored in whole milliseconds of UTC. `None` when the round trip could change
+    /// more than that, or fail: fields in [`extra`](Self::extra) (one named like a known field
+    /// would be written twice), a max age beyond JavaScript's safe integers (stored as a double),
+    /// an expiry outside the four-digit years of `Date.prototype.toJSON`. Decode the encoded state
+    /// then.
+    ///
+    /// A store that keeps a copy of what it writes (the Redis store's client-side cache) uses it to
+    /// skip decoding its own output, which would cost more than the rest of a cached write.
+    pub fn as_stored(&self) -> Option<CookieState> {
+        const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+        if !self.extra.is_empty()
+            || self
+                .original_max_age
+                .is_some_and(|ms| ms > MAX_SAFE_INTEGER)
+        {
+            return None;
+        }
+        let expires = match self.expires {
+            Some(at) => {
+                let at = at.to_offset(time::UtcOffset::UTC);
+                if !(0..=9999).contains(&at.year()) {
+                    return None;
+                }
+                Some(
+                    at.replace_nanosecond(at.nanosecond() / 1_000_000 * 1_000_000)
+                        .ok()?,
+                )
+            }
+            None => None,
+        };
+        Some(CookieState {
+            expires,
+            deadline: None,
+            ..self.clone()
+        })
+    }
+
     /// Sets a max age from `now` (express's `cookie.maxAge = ms`): `expires` becomes `now + max_age`
     /// and `originalMaxAge` the max age. `None` makes it a browser-session cookie.
     pub fn set_max_age(&mut self, now: OffsetDateTime, max_age: Option<Duration>) {

@@ -435,3 +435,54 @@ proptest! {
         prop_assert_eq!(&Record::from_value(value).unwrap(), &record);
     }
 }
+
+/// A cookie state as the layer may hand one to a store: any stored one (see [`cookie_state`]),
+/// with a deadline, an expiry with digits below the millisecond and in another offset, or no
+/// extra fields (the usual case, and the only one [`CookieState::as_stored`] answers for).
+fn cookie_state_to_store() -> impl Strategy<Value = CookieState> {
+    (
+        cookie_state(),
+        any::<bool>(),
+        proptest::option::of(0i64..4_000_000_000_000),
+        0u32..1_000_000,
+        -12i8..=12,
+    )
+        .prop_map(|(mut cookie, drop_extra, deadline_ms, sub_millis, hours)| {
+            if drop_extra {
+                cookie.extra.clear();
+            }
+            cookie.deadline = deadline_ms.map(|ms| {
+                OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap()
+            });
+            cookie.expires = cookie.expires.map(|at| {
+                let offset = time::UtcOffset::from_hms(hours, 0, 0).unwrap();
+                at.replace_nanosecond(at.nanosecond() + sub_millis)
+                    .unwrap()
+                    .to_offset(offset)
+            });
+            cookie
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// What `as_stored` says a cookie state reads back as is what decoding its JSON gives: a store
+    /// may cache a record it wrote without decoding its own output.
+    #[test]
+    fn a_cookie_state_as_stored_is_what_it_reads_back_as(
+        data in session_data(),
+        cookie in cookie_state_to_store(),
+    ) {
+        let Some(stored) = cookie.as_stored() else {
+            // Only with extra fields, or values outside what JavaScript writes.
+            prop_assert!(!cookie.extra.is_empty() || cookie.expires.is_some_and(|at| !(0..=9999).contains(&at.year())));
+            return Ok(());
+        };
+        let record = Record::from_parts(data, cookie);
+        let json = record.to_json().unwrap();
+        let read = Record::from_json(json.as_bytes()).unwrap();
+        prop_assert_eq!(read.cookie(), &stored, "{}", json);
+        prop_assert_eq!(read.cookie().expires.map(|at| at.offset()), stored.expires.map(|at| at.offset()));
+    }
+}

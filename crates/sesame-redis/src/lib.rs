@@ -732,6 +732,38 @@ fn user_in_meta(meta: &[u8]) -> Option<String> {
     Some(meta.get("user")?.as_str()?.to_owned())
 }
 
+/// The cache's copy of the record `patch` was made from, when it holds the very bytes the patch's
+/// base is (the copy is then what they decode to, decoded when they were read or written).
+fn cached_base(
+    cache: &ClientCache,
+    id: &SessionId,
+    patch: &Patch,
+    now: OffsetDateTime,
+) -> Option<Record> {
+    let base = patch.base()?;
+    cache
+        .get(id, unix_millis(now))
+        .filter(|copy| copy.origin().is_some_and(|origin| **origin == *base))
+}
+
+/// What the replace script's record decodes to, from the record its base decodes to (`base`),
+/// without decoding it: the script's record is the base's text with the patch's members replaced,
+/// removed or added (`replace.rs`), and a member's value reads back as written (`serde_json`
+/// with `float_roundtrip`), so the result is `base` with the patch applied, and the cookie state
+/// as stored ([`CookieState::as_stored`]). `None` when the cookie state cannot tell.
+fn patched_as_stored(mut base: Record, patch: &Patch) -> Option<Record> {
+    let cookie = patch.cookie().as_stored()?;
+    // The `cookie` member is the cookie state, never data (`Members::of` leaves such sets out).
+    for key in patch.data_removals() {
+        base.data_mut().remove(key);
+    }
+    for (key, value) in patch.sets().iter().filter(|(key, _)| *key != COOKIE_KEY) {
+        base.data_mut().insert(key.clone(), value.clone());
+    }
+    *base.cookie_mut() = cookie;
+    Some(base)
+}
+
 /// What a patch writes, as member texts: serialized once for either script.
 struct Members<'a> {
     /// The `cookie` member.
@@ -1115,11 +1147,13 @@ impl SessionStore for RedisStore {
         if let Some(Expiry::Millis(ms)) = expiry {
             if let Some((replace, record)) = self.replace_invocation(&key, patch, &members, ms) {
                 let ticket = self.cache_ticket(id).await;
+                let base = ticket.and_then(|(cache, _)| cached_base(cache, id, patch, now));
                 let replaced = self.invoke::<i64>(&replace).await;
                 if let (Ok(1), Some(_)) = (&replaced, ticket) {
-                    // The cache gets the record as written (decoded from the very bytes).
-                    let written = Record::from_json(&record)
-                        .ok()
+                    // The cache gets the record as written: what the written bytes decode to.
+                    let written = base
+                        .and_then(|base| patched_as_stored(base, patch))
+                        .or_else(|| Record::from_json(&record).ok())
                         .map(|written| (written, record.as_slice(), Expiry::Millis(ms)));
                     self.settle_write(ticket, id, written, now);
                 } else {
@@ -1252,6 +1286,53 @@ mod tests {
             iso_millis(datetime!(2026-01-02 03:04:05 +02:00)),
             "2026-01-02T01:04:05.000Z"
         );
+    }
+
+    /// The replace script's record, decoded, against the cache's shortcut: the base's record
+    /// with the patch applied and the cookie state as stored.
+    #[test]
+    fn a_replaced_record_is_its_base_patched_without_decoding() {
+        let bases: [&[u8]; 3] = [
+            br#"{"cookie":{"originalMaxAge":1000,"expires":"2026-01-01T00:00:00.000Z","path":"/"},"n":1,"gone":[1,2],"keep":{"x":0.1}}"#,
+            // Written by someone else: spacing, a duplicate member (the last one counts), no cookie
+            // member first.
+            br#"{ "n" : 1, "keep":"a", "keep":"b", "cookie":{"httpOnly":true} }"#,
+            br#"{"cookie":{},"gone":null}"#,
+        ];
+        for base_bytes in bases {
+            let base = Record::from_json(base_bytes)
+                .unwrap()
+                .with_origin(base_bytes.into());
+            let mut changed = base.clone();
+            changed
+                .data_mut()
+                .insert("n".into(), serde_json::json!(0.30000000000000004));
+            changed.data_mut().insert(
+                "new".into(),
+                serde_json::json!({"a": [u64::MAX, -1, "é\u{1}"]}),
+            );
+            changed.data_mut().remove("gone");
+            let cookie = changed.cookie_mut();
+            cookie.expires = Some(datetime!(2026-03-04 05:06:07.891234567 +03:00));
+            cookie.original_max_age = Some(3_600_000);
+            cookie.deadline = Some(datetime!(2026-03-04 00:00:00 UTC));
+            let patch = Patch::from_changes(&changed, ["n", "new", "gone"]);
+            let members = Members::of(Some(&patch), patch.cookie()).unwrap();
+            let (written, _) = replace::replaced(
+                patch.base().unwrap(),
+                &members.cookie,
+                &members.removals,
+                &members.sets,
+            )
+            .unwrap();
+            let decoded = Record::from_json(&written).unwrap();
+            let shortcut = patched_as_stored(base, &patch).unwrap();
+            assert_eq!(shortcut, decoded, "{}", String::from_utf8_lossy(&written));
+            assert_eq!(
+                shortcut.cookie().expires.map(|at| at.offset()),
+                decoded.cookie().expires.map(|at| at.offset())
+            );
+        }
     }
 
     #[test]
