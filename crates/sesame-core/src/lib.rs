@@ -84,9 +84,16 @@ pub fn now() -> time::OffsetDateTime {
 /// calendar arithmetic then.
 fn last_now_millis(at: time::OffsetDateTime) -> Option<i64> {
     LAST_NOW.with(|last| match last.get() {
-        Some((millis, time)) if time == at => i64::try_from(millis).ok(),
+        Some((millis, time)) if same_fields(time, at) => i64::try_from(millis).ok(),
         _ => None,
     })
+}
+
+/// Whether `a` and `b` have the same date, time and offset: cheaper than `==`, which compares the
+/// instants (converting both to UTC first), and enough for [`last_now_millis`], where any other
+/// form of the same instant only misses the shortcut.
+fn same_fields(a: time::OffsetDateTime, b: time::OffsetDateTime) -> bool {
+    a.date() == b.date() && a.time() == b.time() && a.offset() == b.offset()
 }
 
 /// Re-export of the `time` crate, whose `OffsetDateTime` appears in sesame's API.

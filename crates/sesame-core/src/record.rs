@@ -365,7 +365,7 @@ impl CookieState {
             Some(expires) => crate::unix_millis(expires),
             None => now_millis
                 .saturating_add(i64::try_from(saturating_millis(default_ttl)).unwrap_or(i64::MAX))
-                .min(crate::unix_millis(LATEST)),
+                .min(LATEST_MILLIS),
         };
         match self.deadline {
             Some(deadline) => expiry.min(crate::unix_millis(deadline)),
@@ -466,6 +466,10 @@ impl CookieState {
 /// hold.
 const LATEST: OffsetDateTime = time::macros::datetime!(9999-12-31 23:59:59.999 UTC);
 
+/// [`LATEST`] in milliseconds since the Unix epoch, for the integer expiry of every memory-store
+/// touch (converting the date each time costs more than the rest of the computation).
+const LATEST_MILLIS: i64 = 253_402_300_799_999;
+
 /// `at + duration`, or the last millisecond of year 9999 (the latest date express's ISO 8601
 /// format and the stores hold) when the sum would be later: a huge max age or time to live means
 /// "never expires", not a panic.
@@ -476,8 +480,13 @@ fn saturating_add(at: OffsetDateTime, duration: Duration) -> OffsetDateTime {
         .map_or(LATEST, |sum| sum.min(LATEST))
 }
 
+/// Whole milliseconds of `duration`, in 64-bit arithmetic (`as_millis` divides a 128-bit
+/// number, which costs more than the rest of a touch's expiry).
 fn saturating_millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+    duration
+        .as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(duration.subsec_millis()))
 }
 
 /// `originalMaxAge` as Node writes it: a number of milliseconds (possibly fractional, possibly
@@ -543,6 +552,29 @@ mod iso8601 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_latest_date_in_millis_is_the_latest_date() {
+        assert_eq!(LATEST_MILLIS, crate::unix_millis(LATEST));
+    }
+
+    #[test]
+    fn whole_millis_of_durations_saturate() {
+        for duration in [
+            Duration::ZERO,
+            Duration::from_nanos(999_999),
+            Duration::from_micros(1_234_567),
+            Duration::from_secs(86_400),
+            Duration::from_secs(u64::MAX / 1000),
+            Duration::MAX,
+        ] {
+            assert_eq!(
+                u128::from(saturating_millis(duration)),
+                duration.as_millis().min(u128::from(u64::MAX)),
+                "{duration:?}"
+            );
+        }
+    }
 
     #[test]
     fn store_expiry_in_millis_agrees_with_the_date_form() {
