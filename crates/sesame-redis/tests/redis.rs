@@ -529,7 +529,7 @@ enum Source {
     Script,
 }
 
-/// The commands of `source` the server ran while `work` ran, as `MONITOR` shows them.
+/// The commands from `wanted` that the server ran while `work` ran, as `MONITOR` shows them.
 async fn monitored_from(
     url: &str,
     work: impl std::future::Future<Output = ()>,
