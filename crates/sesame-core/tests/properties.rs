@@ -230,6 +230,26 @@ proptest! {
         }
     }
 
+    /// The scan agrees with a plain reading of `cookie.parse`'s rule (split at `;`, the name
+    /// before the first `=` of a pair, blanks trimmed, one pair of quotes stripped, the first
+    /// match wins) on any header and name, including names and headers made of the delimiters.
+    #[test]
+    fn find_cookie_value_agrees_with_a_plain_reading(
+        header in "[a-c =;\t\"]{0,40}",
+        name in "[a-c =;\t]{0,3}",
+        any_header in any::<String>(),
+    ) {
+        for header in [header.as_str(), any_header.as_str()] {
+            for name in [name.as_str(), "a", "ab", ""] {
+                prop_assert_eq!(
+                    find_cookie_value(header, name),
+                    plain_cookie_reading(header, name),
+                    "{:?} in {:?}", name, header
+                );
+            }
+        }
+    }
+
     /// `name=value` placed anywhere among other pairs is found, quoted or not, and an earlier
     /// occurrence wins over a later one, as `cookie.parse` decides.
     #[test]
@@ -491,4 +511,23 @@ proptest! {
             stored.expires.map(|at| at.offset())
         );
     }
+}
+
+/// `cookie.parse`'s rule for one name, written plainly: the reference for the scanner, which
+/// finds the same with `memchr` and without splitting.
+fn plain_cookie_reading<'h>(header: &'h str, name: &str) -> Option<&'h str> {
+    let blank = |c: char| c == ' ' || c == '\t';
+    header.split(';').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        if key.trim_matches(blank) != name {
+            return None;
+        }
+        let value = value.trim_matches(blank);
+        Some(
+            value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(value),
+        )
+    })
 }
