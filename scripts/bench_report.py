@@ -49,11 +49,14 @@ def load_interleaved(root):
 
 def table(store, results, trips=None):
     """The Markdown table; with `trips` (round trips per request, by implementation and
-    scenario), a column of round trips for sesame and for tower-sessions."""
+    scenario), a column of round trips for sesame, for tower-sessions and, when counted, for
+    sesame with the client-side cache."""
     head = f"| {store} | raw axum (ns) | sesame (ns) | ×raw | tower-sessions (ns) | ×raw | sesame extra / tower-sessions extra |"
     rule = "|---|---:|---:|---:|---:|---:|---:|"
+    cached = bool(trips) and "sesame-client-cache" in trips
     if trips:
-        head += " round trips sesame / tower-sessions |"
+        head += " round trips sesame / tower-sessions"
+        head += " / sesame with the client-side cache |" if cached else " |"
         rule += "---:|"
     lines = [head, rule]
     for scenario in SCENARIOS:
@@ -65,7 +68,8 @@ def table(store, results, trips=None):
         extra = (ses - raw) / (tow - raw) if tow > raw else float("nan")
         line = f"| {scenario} | {raw:.0f} | {ses:.0f} | {ses / raw:.2f} | {tow:.0f} | {tow / raw:.2f} | {extra:.2f} |"
         if trips:
-            line += f" {count(trips, 'sesame', scenario)} / {count(trips, 'tower-sessions', scenario)} |"
+            line += f" {count(trips, 'sesame', scenario)} / {count(trips, 'tower-sessions', scenario)}"
+            line += f" / {count(trips, 'sesame-client-cache', scenario)} |" if cached else " |"
         lines.append(line)
     return "\n".join(lines)
 
