@@ -736,6 +736,55 @@ async fn the_client_side_cache_reads_in_no_round_trip_and_writes_in_one() {
     );
 }
 
+/// After a cached write, the cache serves exactly what Redis holds, though it no longer decodes
+/// what it wrote: the record it held with the patch applied, and the cookie state as a load
+/// reads it back (no deadline, which is never stored; `expires` in whole milliseconds of UTC),
+/// including floats and nested values.
+#[tokio::test]
+async fn a_cached_write_caches_what_redis_holds() {
+    let Some((cached, plain)) = cached_and_plain().await else {
+        return;
+    };
+    let id = SessionId::generate();
+    let mut first = record(Some(HOUR));
+    first.data_mut().insert("gone".into(), json!([1, 2]));
+    cached.save(&id, &first).await.unwrap();
+    for n in 0..3 {
+        let mut changed = cached.load(&id).await.unwrap().unwrap();
+        changed
+            .data_mut()
+            .insert("n".into(), json!(0.1 + f64::from(n) / 3.0));
+        changed
+            .data_mut()
+            .insert("nested".into(), json!({"big": u64::MAX, "list": [-1, "é"]}));
+        changed.data_mut().remove("gone");
+        let cookie = changed.cookie_mut();
+        let now = sesame_core::now();
+        cookie.expires = Some(
+            (now + HOUR + Duration::from_nanos(123_456))
+                .to_offset(sesame_core::time::UtcOffset::from_hms(5, 30, 0).unwrap()),
+        );
+        cookie.deadline = Some(now + 2 * HOUR);
+        let patch = Patch::from_changes(&changed, ["n", "nested", "gone"]);
+        assert!(patch.base().is_some(), "a patch of the cached record");
+        assert!(cached.patch(&id, &patch).await.unwrap());
+
+        let from_redis = plain.load(&id).await.unwrap().unwrap();
+        let from_cache = cached.load(&id).await.unwrap().unwrap();
+        assert_eq!(from_cache, from_redis);
+        assert_eq!(from_cache.cookie().deadline, None);
+        assert_eq!(
+            from_cache.cookie().expires.map(|at| at.offset()),
+            from_redis.cookie().expires.map(|at| at.offset())
+        );
+        assert_eq!(
+            from_cache.origin().map(|bytes| bytes.to_vec()),
+            from_redis.origin().map(|bytes| bytes.to_vec()),
+            "the copy keeps the written bytes, for the next replace"
+        );
+    }
+}
+
 /// Each `redis.call` of a script costs Redis more than a client's `SET`, so a write's script
 /// makes only the calls it needs: the replace-if-unchanged script of a plain store reads and sets
 /// the key (two calls); with a client-side cache it also reads the key after setting it (the
