@@ -46,6 +46,11 @@ use sesame_core::{Record, SessionId};
 /// Shards of the cache: enough that concurrent requests rarely share a lock.
 const SHARDS: usize = 64;
 
+/// The shard of an id with hash `hash`.
+fn shard_of(hash: u64) -> usize {
+    (hash >> 32) as usize % SHARDS
+}
+
 /// How many of its latest changes a shard remembers for the tickets in flight. A result settled
 /// after more changes than this in its shard is not cached (it cannot tell whether they were
 /// about its key).
@@ -110,8 +115,7 @@ enum ChangeKind {
 /// Taken before a command whose result may fill the cache: see the module docs.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Ticket {
-    shard: usize,
-    /// The hash of the session id.
+    /// The hash of the session id (which also picks its shard).
     key: u64,
     epoch: u64,
     /// The shard's change count when the ticket was taken.
@@ -122,6 +126,20 @@ pub(crate) struct Ticket {
 }
 
 impl Shard {
+    /// A ticket for a command about `id` (hashed to `key`), at `epoch`.
+    fn ticket(&self, id: &SessionId, key: u64, epoch: u64) -> Ticket {
+        let pending = self
+            .entries
+            .get(id)
+            .map_or(0, |cached| cached.own_invalidations);
+        Ticket {
+            key,
+            epoch,
+            changes: self.changes,
+            pending,
+        }
+    }
+
     fn note(&mut self, key: u64, kind: ChangeKind) {
         // The slot of change number `changes` (the remainder is below RECENT, so it fits).
         let slot = (self.changes % RECENT as u64) as usize;
@@ -200,7 +218,7 @@ impl ClientCache {
     /// The shard of `id`, and the hash of `id` that shard's changes are noted under.
     fn place(&self, id: &SessionId) -> (usize, u64) {
         let hash = self.hasher.hash_one(id);
-        ((hash >> 32) as usize % SHARDS, hash)
+        (shard_of(hash), hash)
     }
 
     fn lock(&self, shard: usize) -> MutexGuard<'_, Shard> {
@@ -225,20 +243,24 @@ impl ClientCache {
 
     /// A ticket for a command about `id` that is about to be sent.
     pub(crate) fn ticket(&self, id: &SessionId) -> Ticket {
-        let (shard, key) = self.place(id);
+        let (index, key) = self.place(id);
         let epoch = self.epoch.load(Ordering::Acquire);
-        let locked = self.lock(shard);
-        let pending = locked
+        self.lock(index).ticket(id, key, epoch)
+    }
+
+    /// [`ticket`](Self::ticket) and the record [`get`](Self::get) would give at `now_ms`, under
+    /// one lock: for a write that builds on the copy the cache holds (a touch keeps it, a replace
+    /// patches it).
+    pub(crate) fn ticket_and_copy(&self, id: &SessionId, now_ms: i64) -> (Ticket, Option<Record>) {
+        let (index, key) = self.place(id);
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let shard = self.lock(index);
+        let copy = shard
             .entries
             .get(id)
-            .map_or(0, |cached| cached.own_invalidations);
-        Ticket {
-            shard,
-            key,
-            epoch,
-            changes: locked.changes,
-            pending,
-        }
+            .filter(|cached| self.is_tracking(epoch) && cached.expires_at > now_ms)
+            .map(|cached| cached.record.clone());
+        (shard.ticket(id, key, epoch), copy)
     }
 
     /// How many invalidations of `ticket`'s key arrived since it was taken, when the ticket is
@@ -262,7 +284,7 @@ impl ClientCache {
         now: Option<(Record, i64)>,
         own_invalidations: u32,
     ) {
-        let mut shard = self.lock(ticket.shard);
+        let mut shard = self.lock(shard_of(ticket.key));
         let seen = self.invalidations_since(&shard, &ticket);
         shard.note(ticket.key, ChangeKind::Settled);
         // Own invalidations to come since the ticket: those the entry expected then (of earlier

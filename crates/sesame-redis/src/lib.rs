@@ -365,6 +365,18 @@ impl RedisStore {
         Some((cache, cache.ticket(id)))
     }
 
+    /// [`cache_ticket`](Self::cache_ticket) with the copy the cache holds at `now`, taken together
+    /// (see [`ClientCache::ticket_and_copy`]).
+    async fn cache_ticket_and_copy(
+        &self,
+        id: &SessionId,
+        now: OffsetDateTime,
+    ) -> Option<(&ClientCache, Ticket, Option<Record>)> {
+        let cache = self.client_cache().await?;
+        let (ticket, copy) = cache.ticket_and_copy(id, unix_millis(now));
+        Some((cache, ticket, copy))
+    }
+
     /// The number of records in the client-side cache (`0` without one): for tests and metrics.
     pub fn client_cache_len(&self) -> usize {
         self.inner
@@ -732,18 +744,12 @@ fn user_in_meta(meta: &[u8]) -> Option<String> {
     Some(meta.get("user")?.as_str()?.to_owned())
 }
 
-/// The cache's copy of the record `patch` was made from, when it holds the very bytes the patch's
-/// base is (the copy is then what they decode to, decoded when they were read or written).
-fn cached_base(
-    cache: &ClientCache,
-    id: &SessionId,
-    patch: &Patch,
-    now: OffsetDateTime,
-) -> Option<Record> {
-    let base = patch.base()?;
-    cache
-        .get(id, unix_millis(now))
-        .filter(|copy| copy.origin().is_some_and(|origin| **origin == *base))
+/// Whether the cache's `copy` is the record `patch` was made from: it holds the very bytes the
+/// patch's base is (the copy is then what they decode to, decoded when they were read or written).
+fn is_base_of(copy: &Record, patch: &Patch) -> bool {
+    copy.origin()
+        .zip(patch.base())
+        .is_some_and(|(origin, base)| **origin == *base)
 }
 
 /// What the replace script's record decodes to, from the record its base decodes to (`base`),
@@ -1030,13 +1036,13 @@ impl SessionStore for RedisStore {
                         touched
                     }
                     None => {
-                        let Some((cache, ticket)) = self.cache_ticket(id).await else {
+                        let Some((cache, ticket, held)) = self.cache_ticket_and_copy(id, now).await
+                        else {
                             return self.query(&cmd).await;
                         };
                         // The value is unchanged: the copy cached now lives on until the new
                         // TTL. PEXPIRE replies 1 when the key was there, and then it changed it,
                         // which this connection is told once.
-                        let held = cache.get(id, unix_millis(now));
                         let touched = self.tracked_write(&key, &cmd).await;
                         match (&touched, held) {
                             (Ok(redis::Value::Int(1)), Some(record)) => {
@@ -1146,8 +1152,11 @@ impl SessionStore for RedisStore {
         let members = Members::of(Some(patch), patch.cookie())?;
         if let Some(Expiry::Millis(ms)) = expiry {
             if let Some((replace, record)) = self.replace_invocation(&key, patch, &members, ms) {
-                let ticket = self.cache_ticket(id).await;
-                let base = ticket.and_then(|(cache, _)| cached_base(cache, id, patch, now));
+                let held = self.cache_ticket_and_copy(id, now).await;
+                let ticket = held.as_ref().map(|&(cache, ticket, _)| (cache, ticket));
+                let base = held
+                    .and_then(|(_, _, copy)| copy)
+                    .filter(|copy| is_base_of(copy, patch));
                 let replaced = self.invoke::<i64>(&replace).await;
                 if let (Ok(1), Some(_)) = (&replaced, ticket) {
                     // The cache gets the record as written: what the written bytes decode to.
