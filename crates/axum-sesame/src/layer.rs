@@ -653,13 +653,12 @@ fn cookie_header(
         secure,
         same_site: options.resolve_same_site(session.https),
     };
+    let id;
     let value = if remove {
-        String::new()
+        std::borrow::Cow::Borrowed("")
     } else {
-        session
-            .config
-            .keys
-            .sign_cookie_value(&state.id(&session.config))
+        id = state.id(&session.config);
+        state.cookie_value_for(&session.config.keys, &id)
     };
     let header = set_cookie(&session.config.name, &value, remove, &attributes);
     if header.is_none() {

@@ -1,5 +1,6 @@
 //! The `Session` extractor and the per-request state behind it.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
@@ -12,13 +13,14 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use sesame_core::time::OffsetDateTime;
 use sesame_core::{
-    COOKIE_KEY, CookieOptions, META_KEY, Patch, Record, SessionId, SessionMeta, SessionStore, Swap,
-    unix_millis, user_of,
+    COOKIE_KEY, CookieOptions, KeyRing, META_KEY, Patch, Record, SessionId, SessionMeta,
+    SessionStore, Swap, unix_millis, user_of,
 };
 
 use crate::config::{Config, OnCorruptRecord, OnStoreError};
 use crate::cookies::find_cookie;
 use crate::error::{SessionError, SessionRejection};
+use crate::verified::VerifiedCookie;
 
 /// The session of the current request: typed access to its data, its id, its cookie's expiry, and
 /// the express-session methods (`regenerate`, `destroy`, `reload`, `save`, `touch`).
@@ -98,6 +100,9 @@ pub(crate) struct State {
     pub(crate) ephemeral: bool,
     /// The request carried a session cookie, valid or not.
     pub(crate) client_sent_cookie: bool,
+    /// What the request's cookie proved, when it verified and named a stored session: its value
+    /// is sent back as it came when the response sets the cookie for that id again.
+    pub(crate) client_cookie: Option<VerifiedCookie>,
 }
 
 impl State {
@@ -117,15 +122,24 @@ impl State {
             detached: false,
             ephemeral: false,
             client_sent_cookie: false,
+            client_cookie: None,
         }
     }
 
-    fn loaded(id: SessionId, record: Record) -> Self {
+    fn loaded(cookie: VerifiedCookie, record: Record) -> Self {
+        let id = cookie.id.clone();
         Self {
             stored_id: Some(id.clone()),
             is_new: false,
+            client_cookie: Some(cookie),
             ..Self::new(Some(id), record)
         }
+    }
+
+    /// The value of a cookie for `id`: the client's own when it is current for `id`, or a new
+    /// signature.
+    pub(crate) fn cookie_value_for(&self, keys: &KeyRing, id: &SessionId) -> Cow<'_, str> {
+        VerifiedCookie::value_for(self.client_cookie.as_ref(), keys, id)
     }
 
     /// The session's id, generating it now if the session has none yet.
@@ -267,7 +281,7 @@ impl State {
     reason = "returned once per request and consumed at once; a box would cost an allocation"
 )]
 enum Loaded {
-    Stored(SessionId, Record),
+    Stored(VerifiedCookie, Record),
     /// No cookie, a cookie that failed verification, an unknown or expired id, a record that
     /// could not be decoded (when such records start new sessions).
     Fresh,
@@ -290,7 +304,7 @@ impl RequestSession {
         // (`set` rather than `get_or_init` with the state built in its closure: that closure's
         // machinery costs more instructions than the copy it saves.)
         let mut state = match loaded {
-            Loaded::Stored(id, record) => State::loaded(id, record),
+            Loaded::Stored(cookie, record) => State::loaded(cookie, record),
             Loaded::Fresh => self.fresh_state(),
             Loaded::Ephemeral => {
                 let mut state = self.fresh_state();
@@ -306,19 +320,20 @@ impl RequestSession {
     async fn load(&self, cookie_value: Option<&[u8]>) -> Result<Loaded, sesame_core::Error> {
         let verified =
             cookie_value.and_then(|value| self.config.verified.verify(&self.config.keys, value));
-        let Some(id) = verified else {
+        let Some(cookie) = verified else {
             if cookie_value.is_some() {
                 tracing::debug!("session cookie failed verification; starting a new session");
             }
             return Ok(Loaded::Fresh);
         };
-        match self.config.store.load_at(&id, sesame_core::now()).await {
+        let id = &cookie.id;
+        match self.config.store.load_at(id, sesame_core::now()).await {
             Ok(Some(record)) if self.config.past_absolute_timeout(&record) => {
                 // The store should have dropped it already (its deadline caps the expiry), unless
                 // another app (an Express app sharing the store) extended it: end it here.
                 tracing::debug!("session past its absolute timeout; destroying it");
                 // Boxed: a rare path, kept out of the size of every request's future.
-                if let Err(error) = Box::pin(self.config.store.destroy(&id)).await {
+                if let Err(error) = Box::pin(self.config.store.destroy(id)).await {
                     tracing::warn!(
                         error = &error as &dyn std::error::Error,
                         "could not destroy a session past its absolute timeout"
@@ -328,7 +343,7 @@ impl RequestSession {
             }
             Ok(Some(record)) => {
                 tracing::debug!("session loaded from the store");
-                Ok(Loaded::Stored(id, record))
+                Ok(Loaded::Stored(cookie, record))
             }
             Ok(None) => {
                 // An unknown id is never adopted (no session fixation): a new id is issued.

@@ -398,6 +398,49 @@ async fn a_cookie_signed_with_an_older_secret_of_the_list_is_accepted() {
 }
 
 #[tokio::test]
+async fn a_cookie_sent_again_is_signed_by_the_current_secret() {
+    let store = CountingStore::default();
+    // With a max age, every write sends the cookie again (with its new expiry).
+    let cookie = CookieOptions::default().max_age(Duration::from_secs(3600));
+    let old_app = app(
+        SessionLayer::builder()
+            .secret(OLD_SECRET)
+            .cookie(cookie.clone()),
+        store.clone(),
+    );
+    let old_pair = start(&old_app).await;
+    let rotated = app(
+        SessionLayer::builder()
+            .secrets([NEW_SECRET, OLD_SECRET])
+            .cookie(cookie),
+        store.clone(),
+    );
+    let resent = get_path(&rotated, "/write", Some(&old_pair))
+        .await
+        .cookie_pair();
+    assert_eq!(id_of(&resent), id_of(&old_pair), "the same session");
+    let value = resent.split_once('=').unwrap().1;
+    let verifies_with = |secret| {
+        KeyRing::new([secret])
+            .unwrap()
+            .verify_cookie_value(value)
+            .is_some()
+    };
+    assert!(verifies_with(NEW_SECRET), "moved to the current secret");
+    assert!(!verifies_with(OLD_SECRET));
+    // A cookie already signed by the current secret comes back as it was sent: byte for byte what
+    // signing it again gives.
+    let again = get_path(&rotated, "/write", Some(&resent)).await;
+    assert_eq!(again.body, "n=3");
+    assert_eq!(again.cookie_pair(), resent);
+    // The same signature without the percent-encoding comes back encoded.
+    let unencoded = format!("connect.sid=s:{}", &value["s%3A".len()..]);
+    let encoded = get_path(&rotated, "/write", Some(&unencoded)).await;
+    assert_eq!(encoded.body, "n=4");
+    assert_eq!(encoded.cookie_pair(), resent);
+}
+
+#[tokio::test]
 async fn the_express_test_vector_cookie_is_accepted() {
     let store = CountingStore::default();
     let id = SessionId::parse("2TVZ0jQ7uX3wqkXF8H3yKxhE5pBcYJmN").unwrap();
