@@ -107,6 +107,14 @@ def load_throughput_interleaved(root):
         return json.load(f)
 
 
+# What the rows of the interleaved throughput table measure, where the name does not say it.
+THROUGHPUT_LABELS = {
+    "ceiling-redis-rs": "ceiling: raw axum, one `SET` per request (redis-rs)",
+    "ceiling-fred": "ceiling: raw axum, one `SET` per request (fred)",
+    "ceiling-compare-and-set": "ceiling: raw axum, one compare-and-set script per request (redis-rs)",
+}
+
+
 def redis_extras(root):
     """The Markdown tables of the Redis bench beyond the per-scenario one: write throughput and
     the hit paths of the CachingStore and of the client-side cache."""
@@ -125,11 +133,16 @@ def redis_extras(root):
             "|---|---:|---:|---:|",
         ]
         tower = interleaved["requests_per_second"].get("tower-sessions")
-        for impl, rate in interleaved["requests_per_second"].items():
+        measured = interleaved["requests_per_second"]
+        order = ["sesame", "sesame-client-cache", "tower-sessions", *THROUGHPUT_LABELS]
+        for impl, rate in sorted(
+            measured.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order)
+        ):
             ratio = f" ({rate / tower:.2f}×)" if tower and impl != "tower-sessions" else ""
             micros = f"{cpu[impl]:.1f} µs" if impl in cpu else ""
             separate = f"{rates[impl]:,.0f}" if impl in rates else ""
-            lines.append(f"| {impl} | {rate:,.0f}{ratio} | {micros} | {separate} |")
+            label = THROUGHPUT_LABELS.get(impl, impl)
+            lines.append(f"| {label} | {rate:,.0f}{ratio} | {micros} | {separate} |")
         out.append("\n".join(lines))
     elif rates:
         lines = [

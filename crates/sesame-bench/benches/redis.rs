@@ -6,6 +6,12 @@
 //!   the round trips each spends per request are counted first and printed.
 //! - `throughput/write`: 64 tasks on a multi-thread runtime, each doing sequential writes on its
 //!   own session, for sesame and tower-sessions; criterion reports requests per second.
+//! - the interleaved throughput pass (printed, and written to `redis-throughput.json`): the same
+//!   writes, rotating between the implementations round by round, beside three ceilings: raw
+//!   axum doing one `SET` per request (on redis-rs, then on fred) or one compare-and-set script,
+//!   and nothing else. No session layer on the same client outruns its ceiling here, where the
+//!   client and Redis share two cores; the compare-and-set one bounds any layer that, like
+//!   sesame, never loses a concurrent update on a Redis without a conditional `SET` (before 8.4).
 //! - `caching/read`: the read scenario on `RedisStore` (`redis`), on a `CachingStore` in front
 //!   of it (`cached-redis`), and on `RedisStore` with its client-side cache
 //!   (`client-cached-redis`).
@@ -225,61 +231,83 @@ const THROUGHPUT_ROUNDS: usize = 40;
 fn throughput_interleaved(_: &mut Criterion) {
     let Some(url) = redis() else { return };
     let (runtime, sesame, tower_sessions, cached) = throughput_apps(url);
-    let (runtime, sesame, tower_sessions, cached) = (&runtime, &sesame, &tower_sessions, &cached);
+    let ceilings = runtime.block_on(async {
+        let redis_rs = redis_rs_write_ceiling_app(url).await?;
+        let fred = fred_write_ceiling_app(url).await?;
+        let compare_and_set = redis_rs_compare_and_set_ceiling_app(url).await?;
+        Ok::<_, String>((redis_rs, fred, compare_and_set))
+    });
+    let (redis_rs_ceiling, fred_ceiling, compare_and_set_ceiling) =
+        ceilings.expect("the write ceilings' clients");
+    let runtime = &runtime;
     let writes = TASKS * WRITES_PER_TASK;
-    let cookies = [
-        runtime.block_on(sessions_for(sesame, TASKS)),
-        runtime.block_on(sessions_for(tower_sessions, TASKS)),
-        runtime.block_on(sessions_for(cached, TASKS)),
+    // Each implementation: its name in the report, and one batch of writes on its sessions.
+    let mut implementations: Vec<(&str, Batches<'_>)> = vec![
+        ("sesame", throughput_batches(runtime, sesame)),
+        (
+            "tower-sessions",
+            throughput_batches(runtime, tower_sessions),
+        ),
+        ("sesame-client-cache", throughput_batches(runtime, cached)),
+        (
+            "ceiling-redis-rs",
+            throughput_batches(runtime, redis_rs_ceiling),
+        ),
+        ("ceiling-fred", throughput_batches(runtime, fred_ceiling)),
+        (
+            "ceiling-compare-and-set",
+            throughput_batches(runtime, compare_and_set_ceiling),
+        ),
     ];
-    let mut batches: [Box<dyn FnMut() -> f64 + '_>; 3] = [
-        Box::new(|| rate(runtime, sesame, &cookies[0])),
-        Box::new(|| rate(runtime, tower_sessions, &cookies[1])),
-        Box::new(|| rate(runtime, cached, &cookies[2])),
-    ];
-    let mut samples: [Vec<f64>; 3] = Default::default();
+    let count = implementations.len();
+    let mut samples = vec![Vec::new(); count];
     // The process's CPU time during each implementation's batches: both cores are busy, so
     // throughput follows the CPU a request costs the client (Redis' own time is apart).
-    let mut cpu = [Duration::ZERO; 3];
+    let mut cpu = vec![Duration::ZERO; count];
     for round in 0..THROUGHPUT_ROUNDS {
-        for turn in 0..3 {
-            let which = (round + turn) % 3;
+        for turn in 0..count {
+            let which = (round + turn) % count;
             let before = process_cpu_time();
-            samples[which].push(batches[which]());
+            samples[which].push((implementations[which].1)());
             if let (Some(before), Some(after)) = (before, process_cpu_time()) {
                 cpu[which] += after.saturating_sub(before);
             }
         }
     }
     let requests = (THROUGHPUT_ROUNDS * writes) as f64;
-    let cpu_us = cpu.map(|cpu| cpu.as_secs_f64() * 1e6 / requests);
-    let [sesame, tower_sessions, cached] = samples.map(common::median);
+    let rates: Vec<f64> = samples.into_iter().map(common::median).collect();
+    let cpu_us: Vec<f64> = cpu
+        .iter()
+        .map(|cpu| cpu.as_secs_f64() * 1e6 / requests)
+        .collect();
+    let tower_sessions_rate = rates[1];
     println!(
         "\nwrite throughput, interleaved ({THROUGHPUT_ROUNDS} rounds of {writes} writes by \
-         {TASKS} tasks), median requests/s (client CPU per request):\n  \
-         sesame {sesame:.0} ({:.1} µs, {:.2}x tower-sessions)  \
-         tower-sessions {tower_sessions:.0} ({:.1} µs)  \
-         sesame with the client-side cache {cached:.0} ({:.1} µs, {:.2}x tower-sessions)\n",
-        cpu_us[0],
-        sesame / tower_sessions,
-        cpu_us[1],
-        cpu_us[2],
-        cached / tower_sessions,
+         {TASKS} tasks), median requests/s (client CPU per request, ratio to tower-sessions):"
     );
+    for (((name, _), rate), cpu_us) in implementations.iter().zip(&rates).zip(&cpu_us) {
+        println!(
+            "  {name:<20} {rate:>7.0} ({cpu_us:>4.1} µs, {:.2}x)",
+            rate / tower_sessions_rate
+        );
+    }
+    println!(
+        "  (a ceiling is raw axum doing one SET per request and nothing else, on that client; \
+         ceiling-compare-and-set does one EVALSHA of a GET-compare-SET script instead)\n"
+    );
+    let by_name = |values: &[f64]| {
+        implementations
+            .iter()
+            .zip(values)
+            .map(|((name, _), value)| ((*name).to_owned(), serde_json::json!(value)))
+            .collect::<serde_json::Map<_, _>>()
+    };
     let report = serde_json::json!({
         "tasks": TASKS,
         "writes_per_task": WRITES_PER_TASK,
         "rounds": THROUGHPUT_ROUNDS,
-        "requests_per_second": {
-            "sesame": sesame,
-            "tower-sessions": tower_sessions,
-            "sesame-client-cache": cached,
-        },
-        "client_cpu_us_per_request": {
-            "sesame": cpu_us[0],
-            "tower-sessions": cpu_us[1],
-            "sesame-client-cache": cpu_us[2],
-        },
+        "requests_per_second": by_name(&rates),
+        "client_cpu_us_per_request": by_name(&cpu_us),
     });
     let path = criterion_dir().join("redis-throughput.json");
     let written = std::fs::create_dir_all(criterion_dir())
@@ -288,6 +316,18 @@ fn throughput_interleaved(_: &mut Criterion) {
         eprintln!("could not write {}: {error}", path.display());
     }
     runtime.block_on(clear_prefix(url, THROUGHPUT_PREFIX));
+}
+
+/// Runs one batch of concurrent writes and returns its requests per second.
+type Batches<'a> = Box<dyn FnMut() -> f64 + 'a>;
+
+/// Batches of concurrent writes on `app`, each on the same sessions (made now).
+fn throughput_batches<'a, A: App + Sync>(
+    runtime: &'a tokio::runtime::Runtime,
+    app: A,
+) -> Batches<'a> {
+    let cookies = runtime.block_on(sessions_for(&app, TASKS));
+    Box::new(move || rate(runtime, &app, &cookies))
 }
 
 /// Requests per second of one batch of concurrent writes; every write must succeed.

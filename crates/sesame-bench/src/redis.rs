@@ -131,6 +131,128 @@ pub fn tower_sessions_redis_app(
         .layer(tower_sessions_router::<tower_sessions_014::Session>())
 }
 
+/// What the write ceilings store: the size of sesame's record in the `write` scenario (its cookie
+/// state and one counter, as connect-redis writes it).
+const CEILING_RECORD: &str = r#"{"cookie":{"originalMaxAge":1800000,"expires":"2026-12-03T16:00:00.000Z","httpOnly":true,"path":"/"},"n":2}"#;
+
+/// Raw axum whose `/write` does the least that a session write to Redis does: one round trip,
+/// `set`, that stores a record the size of sesame's with an expiry (a `SET`, or the
+/// compare-and-set script of [`redis_rs_compare_and_set_ceiling_app`]); nothing else (no session
+/// to load, no signature, no data to encode). A first request without a cookie gets one naming
+/// its key. On a machine where the client and Redis share the cores, the requests per second of
+/// this app bound what a session layer doing that round trip on the same client can reach: the
+/// ceiling of the throughput comparison, as raw axum is the floor of the per-request costs.
+fn write_ceiling_app<S, F>(name: &'static str, set: S) -> impl App
+where
+    S: Fn(String, &'static str) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = bool> + Send,
+{
+    use axum::response::IntoResponse;
+    static NEXT_KEY: AtomicU64 = AtomicU64::new(0);
+    let write = move |headers: http::HeaderMap| async move {
+        let cookie = headers
+            .get(http::header::COOKIE)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        let fresh = cookie.is_none();
+        let cookie = cookie
+            .unwrap_or_else(|| format!("{name}={}", NEXT_KEY.fetch_add(1, Ordering::Relaxed)));
+        if !set(format!("{THROUGHPUT_PREFIX}{cookie}"), CEILING_RECORD).await {
+            return http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+        if fresh {
+            ([(http::header::SET_COOKIE, cookie)], "n=1").into_response()
+        } else {
+            "n=2".into_response()
+        }
+    };
+    axum::Router::new().route("/write", axum::routing::get(write))
+}
+
+/// A redis-rs `ConnectionManager` (the client under sesame's store) to `url`.
+async fn redis_rs_connection(
+    url: &str,
+) -> Result<axum_sesame::redis::redis::aio::ConnectionManager, String> {
+    use axum_sesame::redis::redis;
+    let client =
+        redis::Client::open(url).map_err(|error| format!("bad REDIS_URL {url}: {error}"))?;
+    redis::aio::ConnectionManager::new(client)
+        .await
+        .map_err(|error| format!("cannot connect redis-rs to {url}: {error}"))
+}
+
+/// [`write_ceiling_app`] on redis-rs' `ConnectionManager`, the client under sesame's store.
+pub async fn redis_rs_write_ceiling_app(url: &str) -> Result<impl App, String> {
+    use axum_sesame::redis::redis;
+    let connection = redis_rs_connection(url).await?;
+    let lifetime = SESSION_LIFETIME.as_millis() as u64;
+    Ok(write_ceiling_app("redis-rs", move |key, record| {
+        let mut connection = connection.clone();
+        async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(record)
+                .arg("PX")
+                .arg(lifetime)
+                .query_async::<()>(&mut connection)
+                .await
+                .is_ok()
+        }
+    }))
+}
+
+/// The least compare-and-set a write can do on Redis 7 (which has no conditional `SET`): a script
+/// that reads the key, compares it with the record the request read, and sets the new one, as
+/// sesame's replace script does (two `redis.call`s). Absent keys are set too, so the first write
+/// of a session passes.
+const CEILING_COMPARE_AND_SET: &str = r"
+local stored = redis.call('GET', KEYS[1])
+if stored == false or stored == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+";
+
+/// [`write_ceiling_app`] whose one round trip is [`CEILING_COMPARE_AND_SET`] (`EVALSHA`) on
+/// redis-rs' `ConnectionManager`: the ceiling of a write that cannot lose a concurrent update.
+pub async fn redis_rs_compare_and_set_ceiling_app(url: &str) -> Result<impl App, String> {
+    use axum_sesame::redis::redis;
+    let connection = redis_rs_connection(url).await?;
+    let script = Arc::new(redis::Script::new(CEILING_COMPARE_AND_SET));
+    let lifetime = SESSION_LIFETIME.as_millis() as u64;
+    Ok(write_ceiling_app("compare-and-set", move |key, record| {
+        let mut connection = connection.clone();
+        let script = Arc::clone(&script);
+        async move {
+            script
+                .key(key)
+                .arg(record)
+                .arg(record)
+                .arg(lifetime)
+                .invoke_async::<i64>(&mut connection)
+                .await
+                .is_ok_and(|set| set == 1)
+        }
+    }))
+}
+
+/// [`write_ceiling_app`] on a `fred` client, the client under tower-sessions-redis-store.
+pub async fn fred_write_ceiling_app(url: &str) -> Result<impl App, String> {
+    use tower_sessions_redis_store::fred::prelude::{Expiration, KeysInterface};
+    let client = tower_sessions_client(url).await?;
+    let lifetime = SESSION_LIFETIME.as_millis() as i64;
+    Ok(write_ceiling_app("fred", move |key, record| {
+        let client = client.clone();
+        async move {
+            client
+                .set::<(), _, _>(key, record, Some(Expiration::PX(lifetime)), None, false)
+                .await
+                .is_ok()
+        }
+    }))
+}
+
 /// The cookie a scenario sends (see [`crate::scenario_cookie`]), with a well-formed forged cookie
 /// for tower-sessions (cookie name `id`): an unknown session id.
 pub async fn redis_scenario_cookie<A: App>(app: &A, scenario: &str, name: &str) -> Option<String> {
