@@ -137,12 +137,12 @@ impl RedisStoreBuilder {
     /// itself (server-assisted client-side caching, Redis 6 or later): reading a session this
     /// process has read or written costs no round trip, and a write costs one.
     ///
-    /// Redis tracks the keys the store's connection reads (`CLIENT TRACKING ON`, over RESP3) and
-    /// tells it of the next change to each, whoever makes it; the store then drops its copy. Its
-    /// own writes read the key right before and after they change it, atomically (inside the
-    /// write's script, or `MULTI`), so each causes exactly one notice of its own, which the cache
-    /// expects and counts off, and the key stays tracked for the next change; a notice it does
-    /// not expect drops the copy. Each cached record expires with its key, a lost connection
+    /// Redis tracks the keys the store's connection reads (`CLIENT TRACKING ON NOLOOP`, over
+    /// RESP3) and tells it of the next change to each by another connection; the store then drops
+    /// its copy. Its own writes read the key again right after they change it, atomically (inside
+    /// the write's script, or `MULTI`), so the key stays tracked for the next change with the
+    /// record just written cached (Redis tells a connection nothing of its own changes, and the
+    /// store settles or drops its copy itself). Each cached record expires with its key, a lost connection
     /// empties the cache, and nothing is cached again until tracking is back on the new
     /// connection. So several app instances can share the sessions, and an Express app too.
     /// (Writes that also update a user's index, and merges of a record changed meanwhile, drop

@@ -1,12 +1,13 @@
 //! Server-assisted client-side caching of session records (Redis `CLIENT TRACKING`), so that a
 //! read of a session this process has seen costs no round trip and a write costs one.
 //!
-//! Redis tracks the session keys this store's connection reads (`CLIENT TRACKING ON`, over RESP3)
-//! and sends one invalidation per read key when it next changes, whoever changes it, this store
-//! included. The store's own cached writes read the key before and after they change it in one
-//! atomic step (a script, or `MULTI`): so each such write is followed by exactly one invalidation
-//! of its own, which the cache expects and counts off instead of dropping the record it has just
-//! written, and the key is tracked again for the next change, by anyone.
+//! Redis tracks the session keys this store's connection reads (`CLIENT TRACKING ON NOLOOP`, over
+//! RESP3) and sends one invalidation per read key when another connection next changes it. A
+//! change by this connection sends nothing (`NOLOOP`) but ends the tracking of the key like any
+//! other, so the store's own cached writes read the key again after they change it, in the same
+//! atomic step (a script, or `MULTI`): the key is tracked again for the next change, by anyone,
+//! and the record just written stays cached. Every other write of this connection to a session
+//! key drops the key's entry, before and after it.
 //!
 //! Four rules keep the cache from ever holding a record Redis no longer has, whatever the order
 //! in which replies, pushes and tasks run:
@@ -15,13 +16,10 @@
 //!   shard remembers its last [`RECENT`] changes; when the result comes, it goes in only if none
 //!   of the changes since the ticket was this process settling the same key (another request's
 //!   result, whose order against this one is unknown) and there were not too many to tell.
-//! - **Counted invalidations.** An entry carries how many invalidations of the store's own
-//!   writes are still to arrive. An invalidation arriving for a cached key uses one of them up, or
-//!   drops the entry when none is left. Those that arrived between a write's ticket and its
-//!   result (any key's pushes can overtake a reply's task) count against the write's own. Counting
-//!   errs one way only: an invalidation the cache did not expect (another client's write, a
-//!   server-side eviction of the tracking table, an own write not counted) drops the entry, early
-//!   at worst; an expected one never fails to come, since the write read the key first.
+//! - **Invalidations drop.** Every invalidation is another connection's change (or Redis
+//!   forgetting the key's tracking: an eviction of its tracking table): it drops the key's entry,
+//!   and one that arrives between a ticket and its result (any key's pushes can overtake a reply's
+//!   task) keeps that result out.
 //! - **Epochs.** A lost connection loses the pushes sent meanwhile and the tracking itself: the
 //!   driver's disconnection notice empties the cache and starts a new epoch, in which nothing is
 //!   cached until tracking is confirmed on the new connection.
@@ -88,9 +86,6 @@ struct Cached {
     record: Record,
     /// When the Redis key expires, in milliseconds since the Unix epoch (`i64::MAX`: never).
     expires_at: i64,
-    /// Invalidations of this store's own writes of the key still to arrive: each one that arrives
-    /// uses one up; one that arrives when none is left is someone else's, and drops the entry.
-    own_invalidations: u32,
 }
 
 /// One change to a shard, as the tickets in flight need to know it.
@@ -103,7 +98,7 @@ struct Change {
 
 #[derive(Clone, Copy, Default)]
 enum ChangeKind {
-    /// Redis invalidated the key (for a write of any connection, this store's own included).
+    /// Redis invalidated the key (another connection changed it).
     #[default]
     Invalidated,
     /// This process settled what it knows of the key: a result, a forget.
@@ -120,23 +115,15 @@ pub(crate) struct Ticket {
     epoch: u64,
     /// The shard's change count when the ticket was taken.
     changes: u64,
-    /// The invalidations of earlier own writes of the key still to arrive when the ticket was
-    /// taken (those the entry expected then).
-    pending: u32,
 }
 
 impl Shard {
-    /// A ticket for a command about `id` (hashed to `key`), at `epoch`.
-    fn ticket(&self, id: &SessionId, key: u64, epoch: u64) -> Ticket {
-        let pending = self
-            .entries
-            .get(id)
-            .map_or(0, |cached| cached.own_invalidations);
+    /// A ticket for a command about `key` (an id's hash), at `epoch`.
+    fn ticket(&self, key: u64, epoch: u64) -> Ticket {
         Ticket {
             key,
             epoch,
             changes: self.changes,
-            pending,
         }
     }
 
@@ -147,25 +134,18 @@ impl Shard {
         self.changes = self.changes.wrapping_add(1);
     }
 
-    /// How many invalidations of the ticket's key arrived since it was taken, or `None` when that
-    /// is not known, or this process settled the key meanwhile.
-    fn invalidations_since(&self, ticket: &Ticket) -> Option<u32> {
+    /// Whether nothing happened to the ticket's key since it was taken: no invalidation, nothing
+    /// this process settled, and no more changes in the shard than it remembers.
+    fn unchanged_since(&self, ticket: &Ticket) -> bool {
         let since = self.changes.wrapping_sub(ticket.changes);
         if since > RECENT as u64 {
-            return None;
+            return false;
         }
-        let mut invalidations = 0;
-        for number in 0..since {
+        (0..since).all(|number| {
             let slot = (ticket.changes.wrapping_add(number) % RECENT as u64) as usize;
             let change = self.recent[slot];
-            match change.kind {
-                ChangeKind::Everything => return None,
-                _ if change.key != ticket.key => {}
-                ChangeKind::Settled => return None,
-                ChangeKind::Invalidated => invalidations += 1,
-            }
-        }
-        Some(invalidations)
+            !matches!(change.kind, ChangeKind::Everything) && change.key != ticket.key
+        })
     }
 }
 
@@ -245,7 +225,7 @@ impl ClientCache {
     pub(crate) fn ticket(&self, id: &SessionId) -> Ticket {
         let (index, key) = self.place(id);
         let epoch = self.epoch.load(Ordering::Acquire);
-        self.lock(index).ticket(id, key, epoch)
+        self.lock(index).ticket(key, epoch)
     }
 
     /// [`ticket`](Self::ticket) and the record [`get`](Self::get) would give at `now_ms`, under
@@ -260,55 +240,35 @@ impl ClientCache {
             .get(id)
             .filter(|cached| self.is_tracking(epoch) && cached.expires_at > now_ms)
             .map(|cached| cached.record.clone());
-        (shard.ticket(id, key, epoch), copy)
+        (shard.ticket(key, epoch), copy)
     }
 
-    /// How many invalidations of `ticket`'s key arrived since it was taken, when the ticket is
-    /// still good for filling the cache: same epoch, tracking on, and known changes.
-    fn invalidations_since(&self, shard: &Shard, ticket: &Ticket) -> Option<u32> {
+    /// Whether `ticket` is still good for filling the cache: same epoch, tracking on, and
+    /// nothing happened to its key since it was taken.
+    fn still_good(&self, shard: &Shard, ticket: &Ticket) -> bool {
         let epoch = self.epoch.load(Ordering::Acquire);
-        if ticket.epoch != epoch || !self.is_tracking(epoch) {
-            return None;
-        }
-        shard.invalidations_since(ticket)
+        ticket.epoch == epoch && self.is_tracking(epoch) && shard.unchanged_since(ticket)
     }
 
     /// Settles what Redis now holds under `id` after the command `ticket` was taken for: the
     /// record and when its key expires, or `None` when the outcome is not known (then nothing is
-    /// cached for `id`). `own_invalidations` is how many invalidations the command itself causes
-    /// (1 for a write that read the key before and after it, 0 for a read).
-    pub(crate) fn settle(
-        &self,
-        ticket: Ticket,
-        id: &SessionId,
-        now: Option<(Record, i64)>,
-        own_invalidations: u32,
-    ) {
+    /// cached for `id`). The command must have read the key last (a read, or a write that reads
+    /// the key again after it changed it), so that Redis tracks it.
+    pub(crate) fn settle(&self, ticket: Ticket, id: &SessionId, now: Option<(Record, i64)>) {
         let mut shard = self.lock(shard_of(ticket.key));
-        let seen = self.invalidations_since(&shard, &ticket);
+        let good = self.still_good(&shard, &ticket);
         shard.note(ticket.key, ChangeKind::Settled);
-        // Own invalidations to come since the ticket: those the entry expected then (of earlier
-        // writes) and this command's. Those seen since the ticket count against them (this
-        // command's may be among them: a push can overtake the task that settles its reply); if
-        // they do not cover what was seen, one of those was someone else's, and nothing is kept.
-        // (Whatever the entry counted off meanwhile is among those seen.)
-        let pending = ticket.pending.saturating_add(own_invalidations);
-        match (now, seen) {
-            (Some((record, expires_at)), Some(seen)) if seen <= pending => {
+        match now {
+            Some((record, expires_at)) if good => {
                 if shard.entries.len() >= self.per_shard && !shard.entries.contains_key(id) {
                     // Full: make room by dropping an arbitrary entry (any one is a fair guess).
                     if let Some(victim) = shard.entries.keys().next().cloned() {
                         shard.entries.remove(&victim);
                     }
                 }
-                shard.entries.insert(
-                    id.clone(),
-                    Cached {
-                        record,
-                        expires_at,
-                        own_invalidations: pending - seen,
-                    },
-                );
+                shard
+                    .entries
+                    .insert(id.clone(), Cached { record, expires_at });
             }
             _ => {
                 shard.entries.remove(id);
@@ -370,13 +330,7 @@ impl ClientCache {
         let (index, hash) = self.place(&id);
         let mut shard = self.lock(index);
         shard.note(hash, ChangeKind::Invalidated);
-        if let Some(cached) = shard.entries.get_mut(&id) {
-            if cached.own_invalidations > 0 {
-                cached.own_invalidations -= 1;
-                return;
-            }
-            shard.entries.remove(&id);
-        }
+        shard.entries.remove(&id);
     }
 
     /// How many records are cached (for tests and diagnostics).
@@ -414,22 +368,12 @@ mod tests {
     fn nothing_is_cached_until_tracking_is_confirmed() {
         let cache = ClientCache::new(10, "sess:");
         let id = SessionId::generate();
-        cache.settle(
-            cache.ticket(&id),
-            &id,
-            Some((Record::default(), i64::MAX)),
-            0,
-        );
+        cache.settle(cache.ticket(&id), &id, Some((Record::default(), i64::MAX)));
         assert_eq!(cache.get(&id, 0), None);
         let epoch = cache.tracking_to_enable().unwrap();
         assert_eq!(cache.tracking_to_enable(), None, "one task enables it");
         cache.tracking_enabled(epoch);
-        cache.settle(
-            cache.ticket(&id),
-            &id,
-            Some((Record::default(), i64::MAX)),
-            0,
-        );
+        cache.settle(cache.ticket(&id), &id, Some((Record::default(), i64::MAX)));
         assert_eq!(cache.get(&id, 0), Some(Record::default()));
     }
 
@@ -456,69 +400,48 @@ mod tests {
         let ticket = cache.ticket(&id);
         // An invalidation (about a value later than the one being read) arrives first.
         cache.on_push(&invalidate(&[&format!("sess:{id}")]));
-        cache.settle(ticket, &id, Some((Record::default(), i64::MAX)), 0);
+        cache.settle(ticket, &id, Some((Record::default(), i64::MAX)));
         assert_eq!(cache.get(&id, 0), None);
 
         // Two writes of this process race: the one settled second is dropped, not cached.
         let first = cache.ticket(&id);
         let second = cache.ticket(&id);
-        cache.settle(first, &id, Some((Record::default(), i64::MAX)), 0);
-        cache.settle(second, &id, Some((Record::default(), i64::MAX)), 0);
+        cache.settle(first, &id, Some((Record::default(), i64::MAX)));
+        cache.settle(second, &id, Some((Record::default(), i64::MAX)));
         assert_eq!(cache.get(&id, 0), None);
     }
 
     #[test]
-    fn the_invalidation_of_an_own_write_is_counted_off_whenever_it_arrives() {
+    fn every_invalidation_drops_the_entry_whenever_it_arrives() {
         let cache = tracking_cache(10);
         let id = SessionId::generate();
         let key = format!("sess:{id}");
         let written = || Some((Record::default(), i64::MAX));
 
-        // The push overtakes the task that settles the reply.
-        let ticket = cache.ticket(&id);
-        cache.on_push(&invalidate(&[&key]));
-        cache.settle(ticket, &id, written(), 1);
-        assert!(
-            cache.get(&id, 0).is_some(),
-            "its own invalidation came first"
-        );
-        cache.on_push(&invalidate(&[&key]));
-        assert_eq!(cache.get(&id, 0), None, "a second one is someone else's");
-
-        // The push follows the settled reply.
-        cache.settle(cache.ticket(&id), &id, written(), 1);
-        cache.on_push(&invalidate(&[&key]));
+        // An own write brings no invalidation (`NOLOOP`): what it settled stays cached.
+        cache.settle(cache.ticket(&id), &id, written());
+        cache.settle(cache.ticket(&id), &id, written());
         assert!(cache.get(&id, 0).is_some());
+        // Another connection's change, after the result: the entry goes.
         cache.on_push(&invalidate(&[&key]));
         assert_eq!(cache.get(&id, 0), None);
 
-        // Two writes in a row: two invalidations expected, a third one drops the entry.
-        cache.settle(cache.ticket(&id), &id, written(), 1);
-        cache.settle(cache.ticket(&id), &id, written(), 1);
-        for _ in 0..2 {
-            cache.on_push(&invalidate(&[&key]));
-            assert!(cache.get(&id, 0).is_some());
-        }
-        cache.on_push(&invalidate(&[&key]));
-        assert_eq!(cache.get(&id, 0), None);
-
-        // The next write's ticket is taken before the previous write's invalidation arrives,
-        // and both arrive before its reply is settled.
-        cache.settle(cache.ticket(&id), &id, written(), 1);
+        // Another connection's change between the ticket and the result (a push can overtake
+        // the task that settles a reply): the result is kept out, and so is the entry.
+        cache.settle(cache.ticket(&id), &id, written());
         let ticket = cache.ticket(&id);
         cache.on_push(&invalidate(&[&key]));
-        cache.on_push(&invalidate(&[&key]));
-        cache.settle(ticket, &id, written(), 1);
-        assert!(cache.get(&id, 0).is_some(), "both were its own");
-        cache.on_push(&invalidate(&[&key]));
+        cache.settle(ticket, &id, written());
         assert_eq!(cache.get(&id, 0), None);
 
-        // Someone else's write and this one's, both before the reply: not cached.
+        // Changes to other keys of the shard do not matter.
+        let other = std::iter::repeat_with(SessionId::generate)
+            .find(|other| cache.place(other).0 == cache.place(&id).0)
+            .unwrap();
         let ticket = cache.ticket(&id);
-        cache.on_push(&invalidate(&[&key]));
-        cache.on_push(&invalidate(&[&key]));
-        cache.settle(ticket, &id, written(), 1);
-        assert_eq!(cache.get(&id, 0), None);
+        cache.on_push(&invalidate(&[&format!("sess:{other}")]));
+        cache.settle(ticket, &id, written());
+        assert!(cache.get(&id, 0).is_some());
     }
 
     #[test]
@@ -534,7 +457,7 @@ mod tests {
         for other in &neighbours[..RECENT] {
             cache.on_push(&invalidate(&[&format!("sess:{other}")]));
         }
-        cache.settle(ticket, &id, Some((Record::default(), i64::MAX)), 0);
+        cache.settle(ticket, &id, Some((Record::default(), i64::MAX)));
         assert!(
             cache.get(&id, 0).is_some(),
             "{RECENT} changes about other keys"
@@ -545,7 +468,7 @@ mod tests {
         for other in &neighbours {
             cache.on_push(&invalidate(&[&format!("sess:{other}")]));
         }
-        cache.settle(ticket, &id, Some((Record::default(), i64::MAX)), 0);
+        cache.settle(ticket, &id, Some((Record::default(), i64::MAX)));
         assert_eq!(cache.get(&id, 0), None, "one change too many to tell");
     }
 
@@ -554,7 +477,7 @@ mod tests {
         let cache = tracking_cache(10);
         let (a, b) = (SessionId::generate(), SessionId::generate());
         for id in [&a, &b] {
-            cache.settle(cache.ticket(id), id, Some((Record::default(), 1_000)), 0);
+            cache.settle(cache.ticket(id), id, Some((Record::default(), 1_000)));
         }
         cache.on_push(&invalidate(&[&format!("sess:{a}"), "other:key"]));
         assert_eq!(cache.get(&a, 0), None);
@@ -566,19 +489,14 @@ mod tests {
     fn a_disconnection_empties_the_cache_until_tracking_is_back() {
         let cache = tracking_cache(10);
         let id = SessionId::generate();
-        cache.settle(
-            cache.ticket(&id),
-            &id,
-            Some((Record::default(), i64::MAX)),
-            0,
-        );
+        cache.settle(cache.ticket(&id), &id, Some((Record::default(), i64::MAX)));
         let ticket = cache.ticket(&id);
         cache.on_push(&PushInfo {
             kind: PushKind::Disconnection,
             data: vec![],
         });
         assert_eq!(cache.len(), 0);
-        cache.settle(ticket, &id, Some((Record::default(), i64::MAX)), 0);
+        cache.settle(ticket, &id, Some((Record::default(), i64::MAX)));
         assert_eq!(
             cache.get(&id, 0),
             None,
@@ -586,12 +504,7 @@ mod tests {
         );
         let epoch = cache.tracking_to_enable().unwrap();
         cache.tracking_enabled(epoch);
-        cache.settle(
-            cache.ticket(&id),
-            &id,
-            Some((Record::default(), i64::MAX)),
-            0,
-        );
+        cache.settle(cache.ticket(&id), &id, Some((Record::default(), i64::MAX)));
         assert!(cache.get(&id, 0).is_some());
     }
 
@@ -600,12 +513,7 @@ mod tests {
         let cache = tracking_cache(SHARDS * 2);
         for _ in 0..SHARDS * 20 {
             let id = SessionId::generate();
-            cache.settle(
-                cache.ticket(&id),
-                &id,
-                Some((Record::default(), i64::MAX)),
-                0,
-            );
+            cache.settle(cache.ticket(&id), &id, Some((Record::default(), i64::MAX)));
         }
         assert!(cache.len() <= SHARDS * 2, "{}", cache.len());
         cache.on_push(&PushInfo {

@@ -106,10 +106,10 @@
 //!
 //! [`RedisStoreBuilder::client_side_cache`] keeps the records this process reads and writes in
 //! memory, and Redis keeps them honest: it tracks the keys the store's connection reads
-//! (`CLIENT TRACKING ON`, over RESP3) and notifies it of the next change to each, whoever makes
-//! it, and the store drops its copy. The store's own writes read the key right before and after
-//! they change it, in one atomic step, so each is followed by exactly one notice of its own, which
-//! the cache counts off rather than dropping the record it has just written. A session the store
+//! (`CLIENT TRACKING ON NOLOOP`, over RESP3) and notifies it of the next change to each by another
+//! connection, and the store drops its copy. The store's own writes read the key again right after
+//! they change it, in one atomic step, so that it stays tracked with the record just written
+//! cached (Redis tells a connection nothing of its own changes). A session the store
 //! has seen is then read in no round trip and written in one, and several app instances (or an
 //! Express app) can still share the sessions. See the builder method for the rules that keep the
 //! cache from serving what Redis no longer holds, and the one trade-off (the delivery delay of a
@@ -341,10 +341,11 @@ impl RedisStore {
             // Should this call be dropped before the reply (a request timing out), the next
             // caller tries again.
             let _unless_done = EnablingTracking { cache, epoch };
-            // The default mode: Redis tracks the keys this connection reads. Not `NOLOOP`: the
-            // cache counts on the invalidations of its own writes (see `client_cache.rs`).
+            // Redis tracks the keys this connection reads, and tells it of other connections'
+            // changes only (`NOLOOP`): the store settles or forgets its own (see
+            // `client_cache.rs`).
             let mut cmd = redis::cmd("CLIENT");
-            cmd.arg("TRACKING").arg("ON");
+            cmd.arg("TRACKING").arg("ON").arg("NOLOOP");
             match self.query::<()>(&cmd).await {
                 Ok(()) => cache.tracking_enabled(epoch),
                 // The guard lets the next caller try again.
@@ -468,17 +469,14 @@ impl RedisStore {
             };
             (copy, expiry.instant_millis(now))
         });
-        // A written record comes with exactly one invalidation of its own: the write read the key
-        // right before it changed it.
-        let own_invalidations = u32::from(written.is_some());
-        cache.settle(ticket, id, written, own_invalidations);
+        cache.settle(ticket, id, written);
     }
 
     /// Runs `write` (a command on `key`) so that this connection tracks `key` right before and
     /// right after it, atomically (`MULTI`, `PTTL`, `write`, `PTTL`, `EXEC`, in one round trip):
-    /// if `write` changes the key, Redis then sends this connection exactly one invalidation for
-    /// it, which the client-side cache counts on, and any later change by anyone is sent too.
-    /// Returns `write`'s reply.
+    /// the change `write` makes ends the tracking of the key (telling this connection nothing),
+    /// and the last `PTTL` starts it again, so that the next change by another connection is
+    /// sent. Returns `write`'s reply.
     async fn tracked_write(&self, key: &str, write: &Cmd) -> Result<redis::Value> {
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -888,7 +886,6 @@ impl SessionStore for RedisStore {
                 ticket,
                 id,
                 record.clone().map(|record| (record, expires_at)),
-                0,
             );
             return Ok(record);
         }
@@ -1041,13 +1038,12 @@ impl SessionStore for RedisStore {
                             return self.query(&cmd).await;
                         };
                         // The value is unchanged: the copy cached now lives on until the new
-                        // TTL. PEXPIRE replies 1 when the key was there, and then it changed it,
-                        // which this connection is told once.
+                        // TTL. PEXPIRE replies 1 when the key was there (and then it changed it).
                         let touched = self.tracked_write(&key, &cmd).await;
                         match (&touched, held) {
                             (Ok(redis::Value::Int(1)), Some(record)) => {
                                 let expires_at = Expiry::Millis(ms).instant_millis(now);
-                                cache.settle(ticket, id, Some((record, expires_at)), 1);
+                                cache.settle(ticket, id, Some((record, expires_at)));
                             }
                             _ => cache.forget(id),
                         }

@@ -865,14 +865,15 @@ async fn other_clients_changes_reach_the_client_side_cache() {
     eventually_loads(&cached, &id, Some(&second)).await;
 }
 
-/// Waits until the invalidations of the store's own writes have arrived: a command sent after
-/// them has its reply after them on the connection.
-async fn own_invalidations_arrive(store: &RedisStore) {
+/// Waits until whatever Redis had to tell the store's connection about its writes so far has
+/// arrived (nothing, under `NOLOOP`; a notice each, were the store to track without it): a
+/// command sent after them has its reply after them on the connection.
+async fn pushes_so_far_arrive(store: &RedisStore) {
     let _ = store.load(&SessionId::generate()).await.unwrap();
 }
 
-/// The store's own cached writes (create, save, patch, touch) keep their copy through the
-/// invalidation Redis sends for them, and the key stays tracked: the next change by another
+/// The store's own cached writes (create, save, patch, touch) keep their copy (Redis tells the
+/// connection nothing of its own changes), and the key stays tracked: the next change by another
 /// client still reaches the cache.
 #[tokio::test]
 async fn after_its_own_writes_the_client_side_cache_keeps_its_copy_and_hears_of_others() {
@@ -889,7 +890,7 @@ async fn after_its_own_writes_the_client_side_cache_keeps_its_copy_and_hears_of_
     let kept_then_replaced_by_another = |written: Record, foreign: i64| {
         let (cached, other, id) = (&cached, &other, &id);
         async move {
-            own_invalidations_arrive(cached).await;
+            pushes_so_far_arrive(cached).await;
             assert_eq!(cached.client_cache_len(), 1, "the write's copy is kept");
             assert_eq!(cached.load(id).await.unwrap(), Some(written));
             let foreign = numbered(foreign);
@@ -923,15 +924,16 @@ async fn after_its_own_writes_the_client_side_cache_keeps_its_copy_and_hears_of_
 
     // A raw write (an Express app) after a cached write reaches the cache too.
     cached.save(&id, &numbered(8)).await.unwrap();
-    own_invalidations_arrive(&cached).await;
+    pushes_so_far_arrive(&cached).await;
     let raw_written = numbered(9);
     set(&mut conn, &cached.key(&id), &raw_written.to_json().unwrap()).await;
     eventually_loads(&cached, &id, Some(&raw_written)).await;
 }
 
 /// Writes of the cached store race writes of another store and raw writes, over and over: once
-/// they are done, the cached store loads what Redis holds (a copy kept by a miscounted
-/// invalidation would be served until the session expires, an hour later).
+/// they are done, the cached store loads what Redis holds (a copy kept past another client's
+/// change, or of a key no longer tracked, would be served until the session expires, an hour
+/// later).
 #[tokio::test]
 async fn under_racing_writes_the_client_side_cache_ends_where_redis_is() {
     let Some((cached, plain)) = cached_and_plain().await else {
@@ -970,8 +972,8 @@ async fn under_racing_writes_the_client_side_cache_ends_where_redis_is() {
             increment(&plain, "b"),
             raw_write,
         );
-        // A write of the cached store, then another store's right after it, racing the
-        // invalidation of the first.
+        // A write of the cached store, then another store's right after it, whose invalidation
+        // races the settling of the first.
         increment(&cached, "c").await;
         cached_writes += cached.client_cache_len();
         tokio::join!(increment(&plain, "b"), async {
