@@ -28,6 +28,15 @@ impl SameSite {
         }
     }
 
+    /// The value as express-session stores it in a record (`"strict"`), as serde writes it.
+    pub(crate) fn as_json(self) -> &'static str {
+        match self {
+            Self::Strict => "strict",
+            Self::Lax => "lax",
+            Self::None => "none",
+        }
+    }
+
     /// Reads `sameSite` as express-session stores it: `true` means strict, `false` means no
     /// attribute, strings are matched without regard to case.
     pub(crate) fn deserialize_express<'de, D: Deserializer<'de>>(
@@ -73,6 +82,15 @@ impl Priority {
             Self::Low => "Low",
             Self::Medium => "Medium",
             Self::High => "High",
+        }
+    }
+
+    /// The value as express-session stores it in a record (`"high"`), as serde writes it.
+    pub(crate) fn as_json(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
         }
     }
 }

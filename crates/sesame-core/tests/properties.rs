@@ -513,6 +513,32 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    /// The hand-written JSON of a cookie state is serde_json's, byte for byte: the Redis store
+    /// writes it as the record's cookie member, which must be what `Record::to_json` writes.
+    #[test]
+    fn a_cookie_states_own_json_is_serde_jsons(
+        cookie in cookie_state_to_store(),
+        years_before_zero in proptest::option::of(1i32..=9999),
+    ) {
+        let mut cookie = cookie;
+        if let Some(years) = years_before_zero {
+            // Years JavaScript writes with six digits and a sign: the formatter's own way.
+            cookie.expires = Some(
+                time::Date::from_calendar_date(-years, time::Month::March, 1)
+                    .unwrap()
+                    .midnight()
+                    .assume_utc(),
+            );
+        }
+        let mut written = String::new();
+        cookie.write_json(&mut written);
+        prop_assert_eq!(written, serde_json::to_string(&cookie).unwrap());
+    }
+}
+
 /// `cookie.parse`'s rule for one name, written plainly: the reference for the scanner, which
 /// finds the same with `memchr` and without splitting.
 fn plain_cookie_reading<'h>(header: &'h str, name: &str) -> Option<&'h str> {

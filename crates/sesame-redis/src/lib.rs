@@ -783,7 +783,7 @@ impl<'a> Members<'a> {
     /// cookie state's member, never session data, so a patch's own `cookie` key is left out.
     fn of(patch: Option<&'a Patch>, cookie: &CookieState) -> Result<Self> {
         Ok(Self {
-            cookie: member(COOKIE_KEY, cookie)?,
+            cookie: cookie_member(cookie),
             removals: patch
                 .map(|patch| patch.data_removals().collect())
                 .unwrap_or_default(),
@@ -796,6 +796,17 @@ impl<'a> Members<'a> {
                 .collect::<Result<_>>()?,
         })
     }
+}
+
+/// The record's `cookie` member, `"cookie":{...}`, as [`Record::to_json`] writes it (by hand:
+/// [`CookieState::write_json`], on every write).
+fn cookie_member(cookie: &CookieState) -> String {
+    let mut text = String::with_capacity(128);
+    text.push('"');
+    text.push_str(COOKIE_KEY);
+    text.push_str("\":");
+    cookie.write_json(&mut text);
+    text
 }
 
 /// The JSON text of one member of a record, `"name":value`, as `serde_json` writes it in
@@ -1346,5 +1357,15 @@ mod tests {
             member("a\"b", &serde_json::json!([1, {"x": []}])).unwrap(),
             r#""a\"b":[1,{"x":[]}]"#
         );
+        let mut cookie = CookieState::default();
+        cookie.set_max_age(sesame_core::now(), Some(Duration::from_secs(3600)));
+        cookie.domain = Some("ex\"ample.org\u{7f}é".into());
+        let mut with_extra = cookie.clone();
+        with_extra
+            .extra
+            .insert("signed".into(), serde_json::json!(true));
+        for cookie in [CookieState::default(), cookie, with_extra] {
+            assert_eq!(cookie_member(&cookie), member(COOKIE_KEY, &cookie).unwrap());
+        }
     }
 }
