@@ -503,6 +503,16 @@ impl RedisStore {
         }
     }
 
+    /// A guard that drops `id` from the client-side cache when the write it is held across is done
+    /// with, however that ends, unless the write [settled](ForgetAfter::settled) its outcome in the
+    /// cache (see [`ForgetAfter`]).
+    fn forget_after<'a>(&'a self, id: &'a SessionId) -> ForgetAfter<'a> {
+        ForgetAfter {
+            cache: self.inner.client_cache.as_deref(),
+            id,
+        }
+    }
+
     /// Drops `id` from the client-side cache, if there is one: its key changed in a way this store
     /// does not know the outcome of (a script, a delete, a failed call).
     fn forget(&self, id: &SessionId) {
@@ -742,6 +752,33 @@ impl Drop for EnablingTracking<'_> {
 }
 
 /// The user in the raw text of a meta member, as [`sesame_core::user_of`] reads it from a record.
+/// Held by every write of the store to a session key, from before it is sent: dropped, it drops
+/// the key's copy from the client-side cache, unless the write [settled](Self::settled) what it
+/// wrote there. Redis tells the connection nothing of its own changes (`NOLOOP`), so the store
+/// must: a load that ran on the server before the write may have cached the old record meanwhile,
+/// and a write whose future is dropped midway (a timeout, a cancelled request) may still change
+/// the key, after it settled nothing.
+#[must_use = "the copy is dropped when the guard is"]
+struct ForgetAfter<'a> {
+    cache: Option<&'a ClientCache>,
+    id: &'a SessionId,
+}
+
+impl ForgetAfter<'_> {
+    /// The write settled its outcome in the cache: keep what it settled.
+    fn settled(mut self) {
+        self.cache = None;
+    }
+}
+
+impl Drop for ForgetAfter<'_> {
+    fn drop(&mut self) {
+        if let Some(cache) = self.cache {
+            cache.forget(self.id);
+        }
+    }
+}
+
 fn user_in_meta(meta: &[u8]) -> Option<String> {
     let meta: Value = serde_json::from_slice(meta).ok()?;
     Some(meta.get("user")?.as_str()?.to_owned())
@@ -916,6 +953,7 @@ impl SessionStore for RedisStore {
     async fn save(&self, id: &SessionId, record: &Record) -> Result<()> {
         let key = self.key(id);
         let now = sesame_core::now();
+        let after = self.forget_after(id);
         let Some(expiry) = self.expiry_of(record.cookie(), now) else {
             // connect-redis deletes a session whose cookie has expired rather than write it.
             self.forget(id);
@@ -944,6 +982,7 @@ impl SessionStore for RedisStore {
         let outcome =
             (tracked && written.is_ok()).then(|| (record.clone(), bytes.as_slice(), expiry));
         self.settle_write(ticket, id, outcome, now);
+        after.settled();
         written
     }
 
@@ -966,6 +1005,7 @@ impl SessionStore for RedisStore {
             let score = Score::of(record.cookie(), now, expiry);
             self.index_add(user, id, score, now)
         });
+        let after = self.forget_after(id);
         let ticket = self.cache_ticket(id).await;
         // Only a `SET NX` without the user index can be tracked, and so cached.
         let tracked = ticket.is_some() && index.is_none() && matches!(expiry, Expiry::Millis(_));
@@ -1009,6 +1049,7 @@ impl SessionStore for RedisStore {
             _ => {
                 let written = tracked.then(|| (record.clone(), value.as_slice(), expiry));
                 self.settle_write(ticket, id, written, now);
+                after.settled();
                 Ok(())
             }
         }
@@ -1018,10 +1059,9 @@ impl SessionStore for RedisStore {
     /// listing drops the session from it, and it expires with the session anyway.
     async fn destroy(&self, id: &SessionId) -> Result<()> {
         self.forget(id);
-        let deleted = self.query(redis::cmd("DEL").arg(self.key(id))).await;
         // Again after the reply: a load that raced with the delete may have cached the record.
-        self.forget(id);
-        deleted
+        let _after = self.forget_after(id);
+        self.query(redis::cmd("DEL").arg(self.key(id))).await
     }
 
     /// `PEXPIRE`, and when the touch record carries the session's user (the layer's does), the
@@ -1034,6 +1074,7 @@ impl SessionStore for RedisStore {
         let key = self.key(id);
         let now = sesame_core::now();
         let expiry = self.expiry_of(record.cookie(), now);
+        let after = self.forget_after(id);
         match expiry {
             // PEXPIRE on a missing key does nothing: a touch never creates a record.
             Some(Expiry::Millis(ms)) => {
@@ -1044,9 +1085,7 @@ impl SessionStore for RedisStore {
                         let score = Score::of(record.cookie(), now, Expiry::Millis(ms));
                         let index = self.index_add(user, id, score, now);
                         self.forget(id);
-                        let touched = self.touch_and_index(&cmd, &index).await;
-                        self.forget(id);
-                        touched
+                        self.touch_and_index(&cmd, &index).await
                     }
                     None => {
                         let Some((cache, ticket, held)) = self.cache_ticket_and_copy(id, now).await
@@ -1060,6 +1099,7 @@ impl SessionStore for RedisStore {
                             (Ok(redis::Value::Int(1)), Some(record)) => {
                                 let expires_at = Expiry::Millis(ms).instant_millis(now);
                                 cache.settle(ticket, id, Some((record, expires_at)));
+                                after.settled();
                             }
                             _ => cache.forget(id),
                         }
@@ -1081,7 +1121,6 @@ impl SessionStore for RedisStore {
                         self.invoke::<()>(&index).await?;
                     }
                 }
-                self.forget(id);
                 Ok(())
             }
             // An expiry in the past ends the session now (as `EXPIRE` with a negative TTL does).
@@ -1162,6 +1201,7 @@ impl SessionStore for RedisStore {
         let now = sesame_core::now();
         let expiry = self.expiry_of(patch.cookie(), now);
         let members = Members::of(Some(patch), patch.cookie())?;
+        let after = self.forget_after(id);
         if let Some(Expiry::Millis(ms)) = expiry {
             if let Some((replace, record)) = self.replace_invocation(&key, patch, &members, ms) {
                 let held = self.cache_ticket_and_copy(id, now).await;
@@ -1181,18 +1221,17 @@ impl SessionStore for RedisStore {
                     self.settle_write(ticket, id, None, now);
                 }
                 if replaced? == 1 {
+                    after.settled();
                     return Ok(true);
                 }
                 // Changed (or gone) since this request loaded it: merge member by member.
             }
         }
-        // The patch script merges on the server: what it wrote is not known here.
+        // The patch script merges on the server: what it wrote is not known here (`after` drops
+        // the copy again once it is done).
         self.forget(id);
-        let patched = self
-            .merge_patch(id, &key, patch, &members, expiry, now)
-            .await;
-        self.forget(id);
-        patched
+        self.merge_patch(id, &key, patch, &members, expiry, now)
+            .await
     }
 
     /// One `EVALSHA` of the swap script, which compares the member's stored text with the
@@ -1215,6 +1254,7 @@ impl SessionStore for RedisStore {
         let new_member = new.map(|value| member(key, value)).transpose()?;
         // The swap script writes on the server: drop the cached copy before and after it.
         self.forget(id);
+        let _after = self.forget_after(id);
         let mut expected_text = expected
             .map(serde_json::to_string)
             .transpose()
@@ -1273,14 +1313,12 @@ impl SessionStore for RedisStore {
         };
         // Each call is bounded; this bounds the (rare) retry on a formatting difference too.
         let bound = self.inner.timeout.saturating_mul(2);
-        let swapped = tokio::time::timeout(bound, work)
+        tokio::time::timeout(bound, work)
             .await
             .unwrap_or(Err(Error::Timeout {
                 store: STORE_NAME,
                 timeout: bound,
-            }));
-        self.forget(id);
-        swapped
+            }))
     }
 
     /// The live sessions in the user's index (members scored at or above now, less a grace

@@ -930,6 +930,64 @@ async fn after_its_own_writes_the_client_side_cache_keeps_its_copy_and_hears_of_
     eventually_loads(&cached, &id, Some(&raw_written)).await;
 }
 
+/// A cached write whose future is dropped after its command went out (a timeout, a cancelled
+/// request) still changes the key; Redis tells the connection nothing of its own change
+/// (`NOLOOP`), so the store drops the copy it held rather than serve it from then on.
+#[tokio::test]
+async fn a_cached_write_dropped_in_flight_leaves_no_stale_copy() {
+    let Some((cached, plain)) = cached_and_plain().await else {
+        return;
+    };
+    let numbered = |n: i64| {
+        let mut record = record(Some(HOUR));
+        record.data_mut().insert("n".into(), json!(n));
+        record
+    };
+    /// Polls `write` once (which hands its command to the connection), lets the connection send
+    /// it while the future is kept, then drops the future before it sees the reply.
+    async fn dropped_in_flight(write: impl std::future::Future<Output = ()>) {
+        let mut write = std::pin::pin!(write);
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(
+            write.as_mut().poll(&mut context).is_pending(),
+            "the write waits for its reply"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let id = SessionId::generate();
+    cached.save(&id, &numbered(1)).await.unwrap();
+    let loaded = cached.load(&id).await.unwrap().unwrap();
+    assert_eq!(cached.client_cache_len(), 1, "the copy of the record");
+
+    // A patch (the replace script), dropped in flight.
+    let mut changed = loaded.clone();
+    changed.data_mut().insert("n".into(), json!(2));
+    let patch = Patch::from_changes(&changed, ["n"]);
+    dropped_in_flight(async {
+        let _ = cached.patch(&id, &patch).await;
+    })
+    .await;
+    let truth = plain.load(&id).await.unwrap().unwrap();
+    assert_eq!(
+        truth.data().get("n"),
+        Some(&json!(2)),
+        "the patch reached Redis"
+    );
+    assert_eq!(cached.load(&id).await.unwrap(), Some(truth));
+
+    // A save (`MULTI` around the `SET`), dropped in flight.
+    let _ = cached.load(&id).await.unwrap();
+    assert_eq!(cached.client_cache_len(), 1);
+    let third = numbered(3);
+    dropped_in_flight(async {
+        let _ = cached.save(&id, &third).await;
+    })
+    .await;
+    let truth = plain.load(&id).await.unwrap();
+    assert_eq!(truth, Some(third), "the save reached Redis");
+    assert_eq!(cached.load(&id).await.unwrap(), truth);
+}
+
 /// Writes of the cached store race writes of another store and raw writes, over and over: once
 /// they are done, the cached store loads what Redis holds (a copy kept past another client's
 /// change, or of a key no longer tracked, would be served until the session expires, an hour
