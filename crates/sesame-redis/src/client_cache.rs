@@ -7,7 +7,8 @@
 //! other, so the store's own cached writes read the key again after they change it, in the same
 //! atomic step (a script, or `MULTI`): the key is tracked again for the next change, by anyone,
 //! and the record just written stays cached. Every other write of this connection to a session
-//! key drops the key's entry, before and after it.
+//! key drops the key's entry, before and after it, and so does a write whose future is dropped
+//! midway (the store's `ForgetAfter` guard).
 //!
 //! Four rules keep the cache from ever holding a record Redis no longer has, whatever the order
 //! in which replies, pushes and tasks run:
