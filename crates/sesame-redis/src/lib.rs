@@ -751,7 +751,6 @@ impl Drop for EnablingTracking<'_> {
     }
 }
 
-/// The user in the raw text of a meta member, as [`sesame_core::user_of`] reads it from a record.
 /// Held by every write of the store to a session key, from before it is sent: dropped, it drops
 /// the key's copy from the client-side cache, unless the write [settled](Self::settled) what it
 /// wrote there. Redis tells the connection nothing of its own changes (`NOLOOP`), so the store
@@ -779,6 +778,7 @@ impl Drop for ForgetAfter<'_> {
     }
 }
 
+/// The user in the raw text of a meta member, as [`sesame_core::user_of`] reads it from a record.
 fn user_in_meta(meta: &[u8]) -> Option<String> {
     let meta: Value = serde_json::from_slice(meta).ok()?;
     Some(meta.get("user")?.as_str()?.to_owned())
