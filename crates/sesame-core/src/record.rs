@@ -415,22 +415,23 @@ impl CookieState {
     /// Appends this state's JSON text to `out`: byte for byte what `serde_json` writes for it (as
     /// inside [`Record::to_json`]), without serde's machinery for the usual state (no extra
     /// fields), which costs several times more. For a store that writes the cookie member of a
-    /// record on its own (the Redis store's patches, on every write).
+    /// record on its own (the Redis store's patches, on every write). Fails where serializing it
+    /// with serde_json would (an expiry that cannot be formatted), leaving `out` unfinished.
     ///
     /// ```
     /// use sesame_core::CookieState;
     ///
     /// let state = CookieState::default();
     /// let mut json = String::new();
-    /// state.write_json(&mut json);
+    /// state.write_json(&mut json).unwrap();
     /// assert_eq!(json, r#"{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"}"#);
     /// assert_eq!(json, serde_json::to_string(&state).unwrap());
     /// ```
-    pub fn write_json(&self, out: &mut String) {
+    pub fn write_json(&self, out: &mut String) -> Result<(), Error> {
         if !self.extra.is_empty() {
             // serde's flattening of the extra fields, whatever they hold.
-            out.push_str(&serde_json::to_string(self).unwrap_or_default());
-            return;
+            out.push_str(&serde_json::to_string(self).map_err(Error::encode)?);
+            return Ok(());
         }
         out.push_str("{\"originalMaxAge\":");
         match self.original_max_age {
@@ -443,10 +444,10 @@ impl CookieState {
                 Some((text, len)) => {
                     out.push('"');
                     // ASCII digits and separators.
-                    out.push_str(std::str::from_utf8(&text[..len]).unwrap_or_default());
+                    out.push_str(std::str::from_utf8(&text[..len]).map_err(Error::encode)?);
                     out.push('"');
                 }
-                None => push_json_string(out, &iso8601::format(at).unwrap_or_default()),
+                None => push_json_string(out, &iso8601::format(at).map_err(Error::encode)?)?,
             },
             None => out.push_str("null"),
         }
@@ -456,20 +457,22 @@ impl CookieState {
                 out.push_str(if value { "true" } else { "false" });
             }
         };
-        let text = |out: &mut String, name: &str, value: Option<&str>| {
-            if let Some(value) = value {
+        let text = |out: &mut String, name: &str, value: Option<&str>| match value {
+            Some(value) => {
                 out.push_str(name);
-                push_json_string(out, value);
+                push_json_string(out, value)
             }
+            None => Ok(()),
         };
         flag(out, ",\"secure\":", self.secure);
         flag(out, ",\"httpOnly\":", self.http_only);
-        text(out, ",\"path\":", self.path.as_deref());
-        text(out, ",\"domain\":", self.domain.as_deref());
-        text(out, ",\"sameSite\":", self.same_site.map(SameSite::as_json));
+        text(out, ",\"path\":", self.path.as_deref())?;
+        text(out, ",\"domain\":", self.domain.as_deref())?;
+        text(out, ",\"sameSite\":", self.same_site.map(SameSite::as_json))?;
         flag(out, ",\"partitioned\":", self.partitioned);
-        text(out, ",\"priority\":", self.priority.map(Priority::as_json));
+        text(out, ",\"priority\":", self.priority.map(Priority::as_json))?;
         out.push('}');
+        Ok(())
     }
 
     /// Sets a max age from `now` (express's `cookie.maxAge = ms`): `expires` becomes `now + max_age`
@@ -570,17 +573,19 @@ mod millis {
 
 /// `text` as a JSON string, as `serde_json` writes it: quoted, with `"`, `\\` and control
 /// characters escaped (and nothing else).
-fn push_json_string(out: &mut String, text: &str) {
+fn push_json_string(out: &mut String, text: &str) -> Result<(), Error> {
     if text
         .bytes()
         .any(|byte| byte < 0x20 || byte == b'"' || byte == b'\\')
     {
-        out.push_str(&serde_json::to_string(text).unwrap_or_default());
+        // serde_json's own escapes, for the rare text that needs any.
+        out.push_str(&serde_json::to_string(text).map_err(Error::encode)?);
     } else {
         out.push('"');
         out.push_str(text);
         out.push('"');
     }
+    Ok(())
 }
 
 /// Dates as JavaScript's `Date.prototype.toJSON` writes them: `2026-11-23T00:06:37.123Z`.

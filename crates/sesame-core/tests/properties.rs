@@ -534,7 +534,7 @@ proptest! {
             );
         }
         let mut written = String::new();
-        cookie.write_json(&mut written);
+        cookie.write_json(&mut written).unwrap();
         prop_assert_eq!(written, serde_json::to_string(&cookie).unwrap());
     }
 }

@@ -825,7 +825,7 @@ impl<'a> Members<'a> {
     /// cookie state's member, never session data, so a patch's own `cookie` key is left out.
     fn of(patch: Option<&'a Patch>, cookie: &CookieState) -> Result<Self> {
         Ok(Self {
-            cookie: cookie_member(cookie),
+            cookie: cookie_member(cookie)?,
             removals: patch
                 .map(|patch| patch.data_removals().collect())
                 .unwrap_or_default(),
@@ -842,13 +842,13 @@ impl<'a> Members<'a> {
 
 /// The record's `cookie` member, `"cookie":{...}`, as [`Record::to_json`] writes it (by hand:
 /// [`CookieState::write_json`], on every write).
-fn cookie_member(cookie: &CookieState) -> String {
+fn cookie_member(cookie: &CookieState) -> Result<String> {
     let mut text = String::with_capacity(128);
     text.push('"');
     text.push_str(COOKIE_KEY);
     text.push_str("\":");
-    cookie.write_json(&mut text);
-    text
+    cookie.write_json(&mut text)?;
+    Ok(text)
 }
 
 /// The JSON text of one member of a record, `"name":value`, as `serde_json` writes it in
@@ -1408,7 +1408,10 @@ mod tests {
             .extra
             .insert("signed".into(), serde_json::json!(true));
         for cookie in [CookieState::default(), cookie, with_extra] {
-            assert_eq!(cookie_member(&cookie), member(COOKIE_KEY, &cookie).unwrap());
+            assert_eq!(
+                cookie_member(&cookie).unwrap(),
+                member(COOKIE_KEY, &cookie).unwrap()
+            );
         }
     }
 }
