@@ -440,15 +440,8 @@ impl CookieState {
         }
         out.push_str(",\"expires\":");
         match self.expires {
-            Some(at) => match iso8601::fast(at) {
-                Some((text, len)) => {
-                    out.push('"');
-                    // ASCII digits and separators.
-                    out.push_str(std::str::from_utf8(&text[..len]).map_err(Error::encode)?);
-                    out.push('"');
-                }
-                None => push_json_string(out, &iso8601::format(at).map_err(Error::encode)?)?,
-            },
+            Some(at) => iso8601::with_text(at, |text| push_json_string(out, text))
+                .map_err(Error::encode)??,
             None => out.push_str("null"),
         }
         let flag = |out: &mut String, name: &str, value: Option<bool>| {
@@ -600,19 +593,27 @@ mod iso8601 {
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
         match value {
-            Some(at) => match fast(*at) {
-                Some((text, len)) => serializer.serialize_str(
-                    std::str::from_utf8(&text[..len]).map_err(serde::ser::Error::custom)?,
-                ),
-                None => serializer.serialize_str(&format(*at).map_err(serde::ser::Error::custom)?),
-            },
+            Some(at) => with_text(*at, |text| serializer.serialize_str(text))
+                .map_err(serde::ser::Error::custom)?,
             None => serializer.serialize_none(),
         }
     }
 
+    /// Calls `use_text` with the text of `at`: [`fast`]'s when it has one, [`format`]'s otherwise.
+    pub(super) fn with_text<T>(
+        at: OffsetDateTime,
+        use_text: impl FnOnce(&str) -> T,
+    ) -> Result<T, time::error::Format> {
+        // The fast text is ASCII digits and separators, so always UTF-8.
+        match fast(at).as_ref().map(|text| std::str::from_utf8(text)) {
+            Some(Ok(text)) => Ok(use_text(text)),
+            _ => format(at).map(|text| use_text(&text)),
+        }
+    }
+
     /// [`format`] for the years 0 to 9999 (all that JavaScript writes with four digits), on the
-    /// stack and without the format description's interpreter: the text and its length (24).
-    pub(super) fn fast(at: OffsetDateTime) -> Option<([u8; 24], usize)> {
+    /// stack and without the format description's interpreter.
+    pub(super) fn fast(at: OffsetDateTime) -> Option<[u8; 24]> {
         let at = at.to_offset(UtcOffset::UTC);
         let year = u32::try_from(at.year()).ok().filter(|year| *year <= 9999)?;
         let mut text = *b"0000-00-00T00:00:00.000Z";
@@ -629,7 +630,7 @@ mod iso8601 {
         put(14, 2, u32::from(at.minute()));
         put(17, 2, u32::from(at.second()));
         put(20, 3, u32::from(at.millisecond()));
-        Some((text, 24))
+        Some(text)
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(
@@ -697,8 +698,8 @@ mod tests {
         for at in instants {
             let expected = iso8601::format(at).unwrap();
             match iso8601::fast(at) {
-                Some((text, len)) => {
-                    assert_eq!(std::str::from_utf8(&text[..len]).unwrap(), expected);
+                Some(text) => {
+                    assert_eq!(std::str::from_utf8(&text).unwrap(), expected);
                     fast_ones += 1;
                 }
                 None => assert!(!(0..=9999).contains(&at.to_offset(time::UtcOffset::UTC).year())),
