@@ -1034,18 +1034,9 @@ impl SessionStore for RedisStore {
                 }
             }
         };
-        let reply = match reply {
-            Ok(reply) => reply,
-            Err(error) => {
-                self.settle_write(ticket, id, None, now);
-                return Err(error);
-            }
-        };
-        match reply {
-            redis::Value::Nil | redis::Value::Int(0) => {
-                self.settle_write(ticket, id, None, now);
-                taken
-            }
+        // A failed or refused write leaves the copy to `after`, which drops it.
+        match reply? {
+            redis::Value::Nil | redis::Value::Int(0) => taken,
             _ => {
                 let written = tracked.then(|| (record.clone(), value.as_slice(), expiry));
                 self.settle_write(ticket, id, written, now);
@@ -1094,14 +1085,12 @@ impl SessionStore for RedisStore {
                         };
                         // The value is unchanged: the copy cached now lives on until the new
                         // TTL. PEXPIRE replies 1 when the key was there (and then it changed it).
+                        // Otherwise `after` drops the copy.
                         let touched = self.tracked_write(&key, &cmd).await;
-                        match (&touched, held) {
-                            (Ok(redis::Value::Int(1)), Some(record)) => {
-                                let expires_at = Expiry::Millis(ms).instant_millis(now);
-                                cache.settle(ticket, id, Some((record, expires_at)));
-                                after.settled();
-                            }
-                            _ => cache.forget(id),
+                        if let (Ok(redis::Value::Int(1)), Some(record)) = (&touched, held) {
+                            let expires_at = Expiry::Millis(ms).instant_millis(now);
+                            cache.settle(ticket, id, Some((record, expires_at)));
+                            after.settled();
                         }
                         touched.map(drop)
                     }
@@ -1209,18 +1198,16 @@ impl SessionStore for RedisStore {
                 let base = held
                     .and_then(|(_, _, copy)| copy)
                     .filter(|copy| is_base_of(copy, patch));
-                let replaced = self.invoke::<i64>(&replace).await;
-                if let (Ok(1), Some(_)) = (&replaced, ticket) {
-                    // The cache gets the record as written: what the written bytes decode to.
-                    let written = base
-                        .and_then(|base| patched_as_stored(base, patch))
-                        .or_else(|| Record::from_json(&record).ok())
-                        .map(|written| (written, record.as_slice(), Expiry::Millis(ms)));
-                    self.settle_write(ticket, id, written, now);
-                } else {
-                    self.settle_write(ticket, id, None, now);
-                }
-                if replaced? == 1 {
+                // A failed call returns here, and `after` drops the copy.
+                if self.invoke::<i64>(&replace).await? == 1 {
+                    if ticket.is_some() {
+                        // The cache gets the record as written: what the written bytes decode to.
+                        let written = base
+                            .and_then(|base| patched_as_stored(base, patch))
+                            .or_else(|| Record::from_json(&record).ok())
+                            .map(|written| (written, record.as_slice(), Expiry::Millis(ms)));
+                        self.settle_write(ticket, id, written, now);
+                    }
                     after.settled();
                     return Ok(true);
                 }

@@ -321,8 +321,8 @@ return 1
 
 /// [`REPLACE_BODY`] with a `PTTL` after the `SET`, for a store with a client-side cache: a read
 /// for Redis' client tracking, so that the connection has the key tracked again right after its
-/// own write (and hears of the next change, by anyone); since the `GET` tracked it right before,
-/// it hears of this write exactly once (see `client_cache.rs`).
+/// own write, which ended the tracking (and told this connection nothing, under `NOLOOP`), and
+/// hears of the next change by another connection (see `client_cache.rs`).
 const REPLACE_TRACKED_BODY: &str = r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
