@@ -29,21 +29,25 @@ def load(root, store):
     results = {}
     for scenario in SCENARIOS:
         for impl in IMPLS:
-            path = os.path.join(root, f"{store}_{scenario}", impl, "new", "estimates.json")
-            if os.path.exists(path):
-                with open(path) as f:
-                    results[(scenario, impl)] = json.load(f)["median"]["point_estimate"]
+            estimates = read_json(root, f"{store}_{scenario}", impl, "new", "estimates.json")
+            if estimates is not None:
+                results[(scenario, impl)] = estimates["median"]["point_estimate"]
     return results
+
+
+def read_json(*path):
+    """The JSON file at `os.path.join(*path)`, parsed, or None when it does not exist."""
+    path = os.path.join(*path)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 def load_interleaved(root):
     """The layer bench's interleaved pass (interleaved.json): {scenario: {impl: ns}}, as `load`
     returns it, or {} when the pass has not run."""
-    path = os.path.join(root, "interleaved.json")
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        report = json.load(f)
+    report = read_json(root, "interleaved.json") or {}
     return {(scenario, impl): ns for scenario, impls in report.items() for impl, ns in impls.items()}
 
 
@@ -81,30 +85,17 @@ def count(trips, impl, scenario):
 
 def median(root, group, impl):
     """The median of a criterion benchmark in ns per iteration, or None."""
-    path = os.path.join(root, group, impl, "new", "estimates.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)["median"]["point_estimate"]
+    estimates = read_json(root, group, impl, "new", "estimates.json")
+    return None if estimates is None else estimates["median"]["point_estimate"]
 
 
 def elements(root, group, impl):
     """The elements (requests) per iteration a criterion benchmark declared, or None."""
-    path = os.path.join(root, group, impl, "new", "benchmark.json")
-    if not os.path.exists(path):
+    benchmark = read_json(root, group, impl, "new", "benchmark.json")
+    if benchmark is None:
         return None
-    with open(path) as f:
-        throughput = json.load(f).get("throughput") or {}
+    throughput = benchmark.get("throughput") or {}
     return throughput.get("Elements")
-
-
-def load_throughput_interleaved(root):
-    """The Redis bench's interleaved throughput pass (redis-throughput.json), or None."""
-    path = os.path.join(root, "redis-throughput.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
 
 
 # What the rows of the interleaved throughput table measure, where the name does not say it.
@@ -124,7 +115,8 @@ def redis_extras(root):
         ns, n = median(root, "throughput_write", impl), elements(root, "throughput_write", impl)
         if ns and n:
             rates[impl] = n / (ns / 1e9)
-    interleaved = load_throughput_interleaved(root)
+    # The Redis bench's interleaved throughput pass, if it has run.
+    interleaved = read_json(root, "redis-throughput.json")
     if interleaved:
         # The figures of record, as for the memory store; criterion's separate blocks beside them.
         cpu = interleaved.get("client_cpu_us_per_request") or {}
@@ -231,11 +223,7 @@ def main():
             f.write(svg(results, "Cost per request, memory store: raw axum vs sesame vs tower-sessions"))
         print(f"\nwrote {args.svg}")
     if redis:
-        trips = None
-        trips_path = os.path.join(args.criterion, "redis-round-trips.json")
-        if os.path.exists(trips_path):
-            with open(trips_path) as f:
-                trips = json.load(f)
+        trips = read_json(args.criterion, "redis-round-trips.json")
         print()
         print(table("Redis", redis, trips))
         with open(args.redis_svg, "w") as f:
