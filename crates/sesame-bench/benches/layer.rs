@@ -99,12 +99,7 @@ fn interleaved(_: &mut Criterion) {
             Box::new(|| batch(&runtime, &tower_sessions, &path, tower_cookie.as_deref())),
         ];
         let mut samples: [Vec<f64>; 3] = Default::default();
-        for round in 0..ROUNDS {
-            for turn in 0..3 {
-                let which = (round + turn) % 3;
-                samples[which].push(batches[which]());
-            }
-        }
+        common::interleave(ROUNDS, 3, |which| samples[which].push(batches[which]()));
         let [raw_ns, sesame_ns, tower_ns] = samples.map(common::median);
         println!(
             "  {scenario:<10} raw {raw_ns:>6.0}  sesame {sesame_ns:>6.0} ({:.2}x)  tower-sessions {tower_ns:>6.0} ({:.2}x)",

@@ -264,16 +264,13 @@ fn throughput_interleaved(_: &mut Criterion) {
     // The process's CPU time during each implementation's batches: both cores are busy, so
     // throughput follows the CPU a request costs the client (Redis' own time is apart).
     let mut cpu = vec![Duration::ZERO; count];
-    for round in 0..THROUGHPUT_ROUNDS {
-        for turn in 0..count {
-            let which = (round + turn) % count;
-            let before = process_cpu_time();
-            samples[which].push((implementations[which].1)());
-            if let (Some(before), Some(after)) = (before, process_cpu_time()) {
-                cpu[which] += after.saturating_sub(before);
-            }
+    common::interleave(THROUGHPUT_ROUNDS, count, |which| {
+        let before = process_cpu_time();
+        samples[which].push((implementations[which].1)());
+        if let (Some(before), Some(after)) = (before, process_cpu_time()) {
+            cpu[which] += after.saturating_sub(before);
         }
-    }
+    });
     let requests = (THROUGHPUT_ROUNDS * writes) as f64;
     let rates: Vec<f64> = samples.into_iter().map(common::median).collect();
     let cpu_us: Vec<f64> = cpu

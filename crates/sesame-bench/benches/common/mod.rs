@@ -23,3 +23,13 @@ pub(crate) fn median(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples[samples.len() / 2]
 }
+
+/// Runs `rounds` rounds of `run(which)` for each of `count` implementations, rotating which goes
+/// first, so that every implementation sees the same conditions on a machine whose load drifts.
+pub(crate) fn interleave(rounds: usize, count: usize, mut run: impl FnMut(usize)) {
+    for round in 0..rounds {
+        for turn in 0..count {
+            run((round + turn) % count);
+        }
+    }
+}
